@@ -1,0 +1,70 @@
+"""Argument checks shared by the math modules (pure torch, no Trainer imports)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+IGNORE_INDEX = -100
+
+
+def resolve_alpha(alpha: float | str, dim: int) -> float:
+    """Returns the numeric `alpha` of the scale formula; `"dim"` means the feature dimension."""
+    if isinstance(alpha, str):
+        if alpha != "dim":
+            raise ValueError(f'alpha must be a positive number or "dim", got {alpha!r}')
+        return float(dim)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+        raise TypeError(f'alpha must be a positive number or "dim", got {type(alpha).__name__}')
+    if not math.isfinite(alpha) or alpha <= 0:
+        raise ValueError(f'alpha must be a positive finite number (or "dim"), got {alpha}')
+    return float(alpha)
+
+
+def check_features(features: torch.Tensor, name: str = "features") -> torch.Tensor:
+    """Checks that `features` is a finite 2-D floating tensor and returns it."""
+    if not isinstance(features, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (num_samples, dim), got {type(features).__name__}")
+    if features.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (num_samples, dim), got shape {tuple(features.shape)}")
+    if not features.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {features.dtype}")
+    finite_rows = torch.isfinite(features).all(dim=1)
+    if not bool(finite_rows.all()):
+        bad = int((~finite_rows).sum())
+        raise ValueError(
+            f"{name} contains NaN or inf in {bad} of {features.shape[0]} rows; "
+            "check the model for divergence or filter those samples out"
+        )
+    return features
+
+
+def check_labels(
+    labels: torch.Tensor, num_samples: int, num_classes: int, ignore_index: int = IGNORE_INDEX
+) -> torch.Tensor:
+    """Checks that `labels` is a 1-D integer tensor of class ids (or `ignore_index`) matching `num_samples`."""
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a torch.Tensor of class ids, got {type(labels).__name__}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"labels must be an integer tensor of class ids, got dtype {labels.dtype}")
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be 1-D (num_samples,), got shape {tuple(labels.shape)}")
+    if labels.shape[0] != num_samples:
+        raise ValueError(f"features have {num_samples} rows but labels have {labels.shape[0]} entries")
+    check_num_classes(num_classes)
+    bad = (labels != ignore_index) & ((labels < 0) | (labels >= num_classes))
+    if bool(bad.any()):
+        values = sorted({int(v) for v in labels[bad][:10].tolist()})
+        raise ValueError(
+            f"{int(bad.sum())} labels are outside [0, {num_classes}) and are not the ignore index {ignore_index}: "
+            f"e.g. {values}"
+        )
+    return labels.long()
+
+
+def check_num_classes(num_classes: int) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    return num_classes
