@@ -25,7 +25,6 @@ import math
 from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
 
 from ._validation import IGNORE_INDEX, check_features, check_labels, check_num_classes, resolve_alpha
 
@@ -38,6 +37,10 @@ _LN2 = math.log(2.0)
 _BUCKET_RATIO = 1.25
 _BUCKET_SLACK = 8
 _MIN_BUCKET_BYTES = 32 * 2**20
+# Products of at least twice this many rows (Gram form) or columns (scatter form) are computed blockwise.
+_SYMMETRIC_BLOCK = 256
+_SUM_CHUNK_ELEMENTS = 2**22
+_FACTOR_DTYPE = torch.float64
 
 
 def semantic_scale(
@@ -161,7 +164,9 @@ def class_semantic_scales(
     measured = sorted((c for c in range(num_classes) if counts_list[c] >= min_count), key=counts_list.__getitem__)
     budget = max(features.numel() * features.element_size() // 2, _MIN_BUCKET_BYTES)
 
-    for bucket in _buckets(measured, counts_list, dim, budget, compute_dtype.itemsize):
+    # centring turns m rows into m - 1 (see _bucket_logdets), which decides between the Gram and scatter forms
+    rows_list = [m - 1 if center else m for m in counts_list]
+    for bucket in _buckets(measured, rows_list, dim, budget, compute_dtype.itemsize, _BUCKET_RATIO):
         bucket_counts = torch.tensor([counts_list[c] for c in bucket], device=features.device)
         bucket_starts = torch.tensor([starts[c] for c in bucket], device=features.device)
         logdets = _bucket_logdets(
@@ -171,16 +176,18 @@ def class_semantic_scales(
     return scales
 
 
-def _buckets(classes: list[int], counts: list[int], dim: int, budget: int, itemsize: int) -> Iterator[list[int]]:
-    """Groups classes (sorted by count) into buckets of similar size, form and bounded memory."""
+def _buckets(
+    classes: list[int], rows: list[int], dim: int, budget: int, itemsize: int, ratio: float
+) -> Iterator[list[int]]:
+    """Groups classes (sorted by row count) into buckets of similar size, form and bounded memory."""
     bucket: list[int] = []
     for c in classes:
-        m = counts[c]
+        m = rows[c]
         if bucket:
-            first, gram = counts[bucket[0]], counts[bucket[0]] <= dim
+            first, gram = rows[bucket[0]], rows[bucket[0]] <= dim
             n = min(m, dim)
-            bytes_needed = (len(bucket) + 1) * (m * dim * itemsize + n * n * (itemsize + 8))
-            if (m <= dim) != gram or m > first * _BUCKET_RATIO + _BUCKET_SLACK or bytes_needed > budget:
+            bytes_needed = (len(bucket) + 1) * (m * dim * itemsize + 2 * n * n * itemsize)
+            if (m <= dim) != gram or m > first * ratio + _BUCKET_SLACK or bytes_needed > budget:
                 yield bucket
                 bucket = []
         bucket.append(c)
@@ -200,22 +207,31 @@ def _bucket_logdets(
 ) -> torch.Tensor:
     """Natural log-determinants of `I + alpha/m Zc^T Zc` for the classes of one bucket, shape `(B,)`."""
     rows = int(counts.max())
+    num = counts.shape[0]
     dim = features.shape[1]
     offsets = torch.arange(rows, device=features.device)
     valid = offsets[None, :] < counts[:, None]  # (B, M): padding rows are False
     index = starts[:, None] + torch.where(valid, offsets[None, :], 0)
-    x = features[order[index]].to(compute_dtype)  # (B, M, d)
+    x = features[order[index]].to(compute_dtype)  # (B, M, d), the bucket's only copy of its features
     if normalize:
-        x = F.normalize(x, dim=-1)
-    counts64 = counts.to(torch.float64)
+        x /= torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min_(1e-12)  # as F.normalize, in place
+    x[(~valid).nonzero(as_tuple=True)] = 0.0  # touches the padding rows only
     if center:
-        # Padding rows repeat the class's first row; they are masked out of the mean and zeroed below.
-        mean = (x * valid[..., None]).sum(dim=1, dtype=torch.float64) / counts64[:, None]
-        x -= mean.to(compute_dtype)[:, None, :]
-    x *= valid[..., None]
-    x *= torch.sqrt(alpha / counts64).to(compute_dtype)[:, None, None]
-    gram = x @ x.transpose(1, 2) if rows <= dim else x.transpose(1, 2) @ x
-    logdets, failed = _logdet_identity_plus(gram.to(torch.float64))
+        # Centring leaves m rows of rank m - 1; the Householder reflection that maps the all-ones direction to the
+        # last row turns them into m - 1 rows y_i = z_i - w, w = mean + (mean - z_last) / (sqrt(m) - 1), with
+        # the same product Y^T Y = Zc^T Zc. Dropping the exact null direction matters: float32 rounding of the
+        # large entries would otherwise lift its eigenvalue above 0 and move small scales by ~1e-4 relative.
+        counts64 = counts.to(torch.float64)[:, None]
+        mean = _sum_rows_float64(x) / counts64
+        last = x[torch.arange(num, device=x.device), counts - 1].to(torch.float64)
+        shift = mean + (mean - last) / (counts64.sqrt() - 1.0).clamp_min(1e-12)
+        x -= shift.to(compute_dtype)[:, None, :]
+        x[(offsets[None, :] >= counts[:, None] - 1).nonzero(as_tuple=True)] = 0.0
+        x = x[:, : rows - 1]  # the last row is zero for every class (its own last row or padding)
+    gram = _symmetric_product(x, x.shape[1] <= dim)
+    # alpha / m is applied to the small product rather than to the (B, M, d) features
+    gram *= (alpha / counts.to(torch.float64)).to(compute_dtype)[:, None, None]
+    logdets, failed = _logdet_identity_plus(gram)
     if bool(failed.any()):
         retry = failed.nonzero().flatten()
         if compute_dtype != torch.float64:  # float32 products can overflow for huge feature values
@@ -228,11 +244,44 @@ def _bucket_logdets(
     return logdets
 
 
+def _sum_rows_float64(x: torch.Tensor) -> torch.Tensor:
+    """`x.sum(1)` accumulated in float64, in chunks: `sum(dtype=float64)` would copy all of `x` to float64 first."""
+    if x.dtype == torch.float64:
+        return x.sum(dim=1)
+    chunk = max(1, _SUM_CHUNK_ELEMENTS // max(1, x.shape[0] * x.shape[2]))
+    total = torch.zeros(x.shape[0], x.shape[2], dtype=torch.float64, device=x.device)
+    for start in range(0, x.shape[1], chunk):
+        total += x[:, start : start + chunk].sum(dim=1, dtype=torch.float64)
+    return total
+
+
+def _symmetric_product(x: torch.Tensor, gram: bool) -> torch.Tensor:
+    """`x @ x^T` (`gram`) or `x^T @ x` for a batch `x` of shape `(B, M, d)`, computing only the lower blocks.
+
+    BLAS has no batched syrk in torch; splitting the output into k x k blocks and mirroring the upper ones saves
+    (k - 1) / 2k of the flops of a full product while each block product stays large enough to run near peak.
+    """
+    n = x.shape[1] if gram else x.shape[2]
+    blocks = n // _SYMMETRIC_BLOCK
+    if blocks < 2:
+        return x @ x.transpose(1, 2) if gram else x.transpose(1, 2) @ x
+    edges = [round(i * n / blocks) for i in range(blocks + 1)]
+    parts = [x[:, a:b] if gram else x[:, :, a:b].transpose(1, 2) for a, b in zip(edges, edges[1:], strict=False)]
+    out = x.new_empty(x.shape[0], n, n)
+    for i, (a, b) in enumerate(zip(edges, edges[1:], strict=False)):
+        for j, (c, e) in enumerate(zip(edges[: i + 1], edges[1 : i + 2], strict=False)):
+            block = parts[i] @ parts[j].transpose(1, 2)
+            out[:, a:b, c:e] = block
+            if i != j:
+                out[:, c:e, a:b] = block.transpose(1, 2)
+    return out
+
+
 def _logdet_identity_plus(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """log det(I + G) for a batch of symmetric PSD float64 matrices, by Cholesky; also returns the failed mask."""
-    shifted = gram.clone()
-    shifted.diagonal(dim1=-2, dim2=-1).add_(1.0)
-    factor, info = torch.linalg.cholesky_ex(shifted)
-    logdets = 2.0 * factor.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    """log det(I + G) for a batch of symmetric PSD matrices, by Cholesky (in place); also returns the failed mask."""
+    gram.diagonal(dim1=-2, dim2=-1).add_(1.0)
+    factor, info = torch.linalg.cholesky_ex(gram.to(_FACTOR_DTYPE if gram.dtype == torch.float32 else gram.dtype))
+    gram.diagonal(dim1=-2, dim2=-1).sub_(1.0)  # the eigenvalue fallback reads G back
+    logdets = 2.0 * factor.diagonal(dim1=-2, dim2=-1).log().to(torch.float64).sum(-1)
     failed = (info != 0) | ~torch.isfinite(logdets)
     return logdets, failed
