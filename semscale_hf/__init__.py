@@ -2,6 +2,8 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .callback import SemScaleCallback
+from .config import SemScaleTrainingArguments
 from .imbalance import ScaleImbalance, pearson_correlation, scale_imbalance, spearman_correlation
 from .marginal import MarginalEffect, SaturatingFit, fit_saturating_curve, marginal_effect
 from .scales import class_semantic_scales, semantic_scale
@@ -13,6 +15,7 @@ from .stats import (
     scales_from_moments,
     update_moments,
 )
+from .trainer import SemScaleTrainer
 from .weights import (
     blend_weights,
     effective_number,
@@ -32,6 +35,9 @@ __all__ = [
     "MarginalEffect",
     "SaturatingFit",
     "ScaleImbalance",
+    "SemScaleCallback",
+    "SemScaleTrainer",
+    "SemScaleTrainingArguments",
     "__version__",
     "blend_weights",
     "class_semantic_scales",

@@ -111,7 +111,7 @@ class SemScaleCallback(TrainerCallback):
         if self.measure_only:
             self._start_measuring(kwargs["model"])
         if self.balancer.num_refreshes == 0 and self.warmup_total == 0:
-            self._refresh(state.global_step)
+            self._refresh(state.global_step, control)
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
         balancer = self.balancer
@@ -121,20 +121,24 @@ class SemScaleCallback(TrainerCallback):
             else state.global_step - balancer.last_refresh_step >= self.refresh_every
         )
         if due:
-            self._refresh(state.global_step)
+            self._refresh(state.global_step, control)
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
         self._stop_measuring()
 
     # ----------------------------------------------------------------------------------------------- internals
-    def _refresh(self, step: int) -> None:
+    def _refresh(self, step: int, control: TrainerControl) -> None:
         if self.measure_only:
             self._sync_measure_only_pool()
         self.balancer.refresh(step)
         if hasattr(self.trainer, "_synchronise_balancer"):
             self.trainer._synchronise_balancer()
         names = _label_names(self.trainer.model)
+        # Trainer.log runs every callback's on_log, and the flow callback there clears `should_log`, which would
+        # drop this step's regular loss log: keep the flag as it was.
+        should_log = control.should_log
         self.trainer.log(self.balancer.summary(self.per_class_max, names))
+        control.should_log = should_log
 
     def _start_measuring(self, model: torch.nn.Module) -> None:
         num_labels = model.config.num_labels

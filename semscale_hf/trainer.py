@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from torch import nn
-from transformers import EvalPrediction, Trainer
-from transformers.utils import logging
+from transformers import EvalPrediction, PreTrainedModel, Trainer
+from transformers.utils import SAFE_WEIGHTS_NAME, logging
 
 from .balancer import SemScaleBalancer
 from .callback import SemScaleCallback
@@ -215,6 +217,7 @@ class SemScaleTrainer(Trainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model)
+        _reload_renamed_weights(self.model, resume_from_checkpoint)
         if not self.balancer.load(resume_from_checkpoint):
             logger.warning(
                 f"{resume_from_checkpoint} holds no semscale state: the feature pool starts empty and warm-up restarts"
@@ -223,6 +226,29 @@ class SemScaleTrainer(Trainer):
     def remove_hooks(self) -> None:
         """Removes the feature hook from the model (e.g. before handing the model to other code)."""
         self.capture.close()
+
+
+def _reload_renamed_weights(model: nn.Module, checkpoint: str) -> None:
+    """Loads the checkpoint's weights again through `from_pretrained` when their names differ from the model's.
+
+    transformers 5.x saves some models (ViT among them) under legacy parameter names and converts them back only in
+    `from_pretrained`; `Trainer._load_from_checkpoint` loads the raw state dict with `strict=False`, so on resume the
+    renamed layers silently keep their fresh initialisation (seen with transformers 5.24). Remove when Trainer's own
+    resume converts the names.
+    """
+    path = os.path.join(checkpoint, SAFE_WEIGHTS_NAME)
+    if not isinstance(model, PreTrainedModel) or not os.path.isfile(path):
+        return
+    with safe_open(path, framework="pt") as handle:
+        saved = set(handle.keys())
+    if saved == set(model.state_dict()):
+        return
+    reloaded = type(model).from_pretrained(checkpoint, dtype=model.dtype)
+    missing, unexpected = model.load_state_dict(reloaded.state_dict(), strict=False)
+    if missing or unexpected:
+        raise RuntimeError(
+            f"could not restore the model weights from {checkpoint}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
 
 
 def count_train_labels(dataset: Any, num_labels: int) -> list[int]:

@@ -1,0 +1,63 @@
+"""Tiny models and data for trainer tests: a ViT from a config (random init) and the embedded digits images."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from datasets import Dataset
+from sklearn.datasets import load_digits
+from transformers import AutoModelForImageClassification, ViTConfig
+
+from semscale_hf import SemScaleTrainingArguments
+
+
+def tiny_vit(num_labels: int = 4, seed: int = 0, hidden_size: int = 16):
+    torch.manual_seed(seed)
+    config = ViTConfig(
+        image_size=8,
+        patch_size=4,
+        num_channels=1,
+        hidden_size=hidden_size,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden_size,
+        num_labels=num_labels,
+    )
+    return AutoModelForImageClassification.from_config(config)
+
+
+def digits_dataset(num_samples: int = 48, num_labels: int = 4, counts: list[int] | None = None) -> Dataset:
+    """Digits images (1 x 8 x 8, scaled to [0, 1]) of the first `num_labels` classes; `counts` picks per class."""
+    digits = load_digits(n_class=num_labels)
+    images = (digits.images / 16.0).astype(np.float32)[:, None]
+    labels = digits.target.astype(np.int64)
+    if counts is not None:
+        rows = np.concatenate([np.flatnonzero(labels == c)[:n] for c, n in enumerate(counts)])
+        rows.sort()
+    else:
+        rows = np.arange(num_samples)
+    return Dataset.from_dict({"pixel_values": images[rows], "labels": labels[rows]}).with_format("torch")
+
+
+def make_args(output_dir, **overrides) -> SemScaleTrainingArguments:
+    defaults = {
+        "per_device_train_batch_size": 4,
+        "per_device_eval_batch_size": 16,
+        "learning_rate": 1e-2,
+        "num_train_epochs": 2,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": [],
+        "use_cpu": True,
+        "disable_tqdm": True,
+        "seed": 0,
+        "lr_scheduler_type": "constant",
+        "semscale_warmup_steps": 2,
+        "semscale_refresh_steps": 3,
+    }
+    defaults.update(overrides)
+    return SemScaleTrainingArguments(output_dir=str(output_dir), **defaults)
+
+
+def losses(trainer) -> list[float]:
+    return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
