@@ -1,0 +1,35 @@
+"""2 CPU processes (gloo, launched with torchrun) give the same scales and weights as 1 process."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+SCRIPT = os.path.join(os.path.dirname(__file__), "distributed_train.py")
+
+
+def _run(command, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+@pytest.mark.distributed
+def test_two_processes_equal_one_process(tmp_path):
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    _run([sys.executable, SCRIPT, str(one), "4"], tmp_path)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    _run([*torchrun, SCRIPT, str(two), "2"], tmp_path)
+    single, double = json.loads(one.read_text()), json.loads(two.read_text())
+    assert single["world_size"] == 1 and double["world_size"] == 2
+    assert double["identical_across_ranks"]
+    assert double["pool_counts"] == single["pool_counts"] == [16, 10, 6, 4]
+    assert double["refreshes"] == single["refreshes"] >= 3
+    assert double["semantic_scales"] == pytest.approx(single["semantic_scales"], rel=1e-4)
+    assert double["class_weights"] == pytest.approx(single["class_weights"], rel=1e-4)
+    assert double["class_weights"] != pytest.approx([1.0] * 4)
+    assert double["losses"] == pytest.approx(single["losses"], rel=1e-4)
+    assert double["classifier"] == pytest.approx(single["classifier"], rel=1e-3, abs=1e-5)
