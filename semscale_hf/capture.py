@@ -119,6 +119,8 @@ class FeatureCapture:
             The head input of the latest forward pass (detached, in the dtype the head received), or `None`.
         module_name (`str`):
             Qualified name of the hooked `nn.Linear`.
+        head (`nn.Linear`):
+            The hooked module; `F.linear(features, head.weight, head.bias)` gives the logits.
         dim (`int`):
             Feature dimension (the head's `in_features`).
 
