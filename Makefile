@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -m semscale_hf.cli demo
+	$(PY) -m semscale_hf.cli demo $(ARGS)
 
 test: install
 	$(PY) -m pytest

@@ -1,0 +1,45 @@
+"""The `semscale` command: `semscale demo`, `semscale analyze`, `semscale install-metric`."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+
+# subcommand -> (module, function, one-line help); modules are imported only when their command runs
+COMMANDS = {
+    "demo": (
+        "semscale_hf.demo",
+        "main",
+        "train a small ViT with SemScaleTrainer on long-tailed digits (the main job)",
+    ),
+    "analyze": (
+        "semscale_hf.analyze",
+        "analyze_main",
+        "per-class semantic-scale report and plots for a model and data",
+    ),
+    "install-metric": (
+        "semscale_hf.metric_loading",
+        "install_metric_main",
+        'make evaluate.load("semantic_scale") work offline (one-time)',
+    ),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"} or argv[0] not in COMMANDS:
+        lines = ["usage: semscale COMMAND [options]   (semscale COMMAND --help for its options)", "", "commands:"]
+        lines += [f"  {name:<16}{help_text}" for name, (_, _, help_text) in COMMANDS.items()]
+        print("\n".join(lines))
+        if argv and argv[0] not in {"-h", "--help"}:
+            print(f"\nunknown command {argv[0]!r}", file=sys.stderr)
+            return 2
+        return 0
+    module_name, function_name, _ = COMMANDS[argv[0]]
+    function = getattr(importlib.import_module(module_name), function_name)
+    return int(function(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
