@@ -138,6 +138,22 @@ def test_gradient_accumulation_equivalence(tmp_path, base_loss):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-4)
 
 
+def test_ignored_labels_leave_accumulation_equivalence_intact(tmp_path):
+    """-100 labels make micro-batches hold different item counts: the loss must still divide by the global count."""
+    data = digits_dataset(counts=[16, 10, 6, 4], ignore_every=3)
+    args_a = make_args(tmp_path / "a", learning_rate=1e-3)
+    args_b = make_args(
+        tmp_path / "b", learning_rate=1e-3, per_device_train_batch_size=2, gradient_accumulation_steps=2
+    )
+    a = SemScaleTrainer(model=tiny_vit(), args=args_a, train_dataset=data)
+    a.train()
+    b = SemScaleTrainer(model=tiny_vit(), args=args_b, train_dataset=data)
+    b.train()
+    assert sum(a.class_counts) == 24 and int(a.balancer.pool.counts.sum()) == 24
+    assert losses(a) == pytest.approx(losses(b), rel=1e-4)
+    torch.testing.assert_close(a.class_weights, b.class_weights, rtol=1e-4, atol=1e-6)
+
+
 def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
     data = digits_dataset(counts=[16, 10, 6, 4])
     full_args = make_args(tmp_path / "full", num_train_epochs=3, save_strategy="steps", save_steps=4)

@@ -26,8 +26,13 @@ def tiny_vit(num_labels: int = 4, seed: int = 0, hidden_size: int = 16):
     return AutoModelForImageClassification.from_config(config)
 
 
-def digits_dataset(num_samples: int = 48, num_labels: int = 4, counts: list[int] | None = None) -> Dataset:
-    """Digits images (1 x 8 x 8, scaled to [0, 1]) of the first `num_labels` classes; `counts` picks per class."""
+def digits_dataset(
+    num_samples: int = 48, num_labels: int = 4, counts: list[int] | None = None, ignore_every: int | None = None
+) -> Dataset:
+    """Digits images (1 x 8 x 8, scaled to [0, 1]) of the first `num_labels` classes; `counts` picks per class.
+
+    `ignore_every=k` relabels every k-th row -100 (ignored by the loss and the pool).
+    """
     digits = load_digits(n_class=num_labels)
     images = (digits.images / 16.0).astype(np.float32)[:, None]
     labels = digits.target.astype(np.int64)
@@ -36,7 +41,10 @@ def digits_dataset(num_samples: int = 48, num_labels: int = 4, counts: list[int]
         rows.sort()
     else:
         rows = np.arange(num_samples)
-    return Dataset.from_dict({"pixel_values": images[rows], "labels": labels[rows]}).with_format("torch")
+    labels = labels[rows]
+    if ignore_every is not None:
+        labels[::ignore_every] = -100
+    return Dataset.from_dict({"pixel_values": images[rows], "labels": labels}).with_format("torch")
 
 
 def make_args(output_dir, **overrides) -> SemScaleTrainingArguments:
