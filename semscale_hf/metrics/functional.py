@@ -136,6 +136,8 @@ def _as_embeddings(embeddings: ArrayLike) -> torch.Tensor:
         features = torch.from_numpy(embeddings)
     else:
         embeddings = list(embeddings)
+        if not embeddings:
+            raise ValueError("got no examples: embeddings and labels are empty")
         lengths = {len(row) for row in embeddings}
         if len(lengths) > 1:
             first = len(embeddings[0])
@@ -175,7 +177,7 @@ def _as_class_ids(values: ArrayLike, name: str, num_samples: int) -> torch.Tenso
     if ids.ndim != 1:
         raise ValueError(f"{name} must be 1-D (num_samples,), got shape {tuple(ids.shape)}")
     if ids.shape[0] != num_samples:
-        raise ValueError(f"embeddings have {num_samples} rows but {name} have {ids.shape[0]} entries")
+        raise ValueError(f"got {num_samples} embeddings but {ids.shape[0]} {name}")
     if bool((ids < 0).any()):
         raise ValueError(f"{name} must be non-negative class ids, got {int(ids.min())}")
     return ids.long()
