@@ -371,7 +371,8 @@ class SemScaleTrainer(Trainer):
         self._collect_push_failures()  # wait() can return before the futures' done-callbacks have run
 
     def _watch_push(self, job: Future, description: str) -> None:
-        self._hub_watched.append((job, description))
+        with self._hub_lock:
+            self._hub_watched.append((job, description))
         job.add_done_callback(lambda _: self._collect_push_failures())
 
     def _collect_push_failures(self) -> None:

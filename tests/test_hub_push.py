@@ -80,6 +80,8 @@ def test_push_with_every_hub_strategy(hub_server_in_process, tmp_path, strategy,
     trainer = _trainer(tmp_path / "out", hub_strategy=strategy)
     trainer.train()
     assert server.commit_messages(REPO) == ["initial commit", *in_training]
+    if in_training:  # Trainer alone pushes only the model files during training
+        assert {"model.safetensors", STATE_FILE, "README.md", PLOT_FILE} <= set(server.list_files(REPO))
     trainer.push_to_hub(dataset="digits-lt")
     assert server.commit_messages(REPO) == ["initial commit", *in_training, "End of training"]
     assert trainer.hub_push_failures == []
@@ -165,9 +167,15 @@ def test_unreachable_hub_fails_in_the_constructor(hub_server_in_process, tmp_pat
 
 def test_push_to_hub_without_push_to_hub_argument_saves_locally_when_the_hub_is_down(hub_server_in_process, tmp_path):
     output_dir = tmp_path / "out"
-    trainer = _trainer(output_dir, push_to_hub=False, save_strategy="no", num_train_epochs=1)
+    trainer = _trainer(output_dir, push_to_hub=False, save_strategy="no", eval_strategy="no", max_steps=2)
     trainer.train()
     hub_server_in_process.stop()
     with pytest.raises(HubPushError, match="could not create or reach"):
         trainer.push_to_hub()
-    assert MODEL_FILES - {"training_args.bin"} <= {p.name for p in output_dir.iterdir()}
+    # no evaluation, so no plot (the card says why)
+    assert {"config.json", "model.safetensors", STATE_FILE, "README.md"} <= {p.name for p in output_dir.iterdir()}
+
+    hub_server_in_process.start()
+    trainer.push_to_hub()
+    assert hub_server_in_process.commit_messages(REPO) == ["initial commit", "End of training"]
+    _assert_same_weights(trainer.model, REPO)
