@@ -328,7 +328,7 @@ class SemScaleTrainer(Trainer):
                 "again once the Hub is reachable"
             ) from error
         if isinstance(result, Future):
-            self._watch_push(result, commit_message or "push_to_hub")
+            self._watch_push(result, f"push_to_hub({commit_message!r})")
         elif getattr(self, "hub_push_failures", None):
             logger.warning(
                 f"the final push succeeded, but {len(self.hub_push_failures)} push(es) during training had failed: "
@@ -356,7 +356,7 @@ class SemScaleTrainer(Trainer):
         except Exception as error:  # the card is documentation: a problem there must not stop training
             logger.warning(f"could not write the model card for the push at step {self.state.global_step}: {error}")
         previous = list(self.push_in_progress.jobs) if self.push_in_progress is not None else []
-        description = f"push at step {self.state.global_step}"
+        description = f"step {self.state.global_step}"
         try:
             super()._push_from_checkpoint(checkpoint_folder)
         except Exception as error:
@@ -380,8 +380,10 @@ class SemScaleTrainer(Trainer):
         if not hasattr(self, "_hub_lock"):
             return
         with self._hub_lock:
-            done = [(job, text) for job, text in self._hub_watched if job.done()]
-            self._hub_watched = [(job, text) for job, text in self._hub_watched if not job.done()]
+            done, running = [], []
+            for entry in self._hub_watched:
+                (done if entry[0].done() else running).append(entry)
+            self._hub_watched = running
         for job, text in done:
             if not job.cancelled() and job.exception() is not None:
                 self._record_push_failure(text, job.exception())
@@ -389,9 +391,9 @@ class SemScaleTrainer(Trainer):
     def _record_push_failure(self, description: str, error: BaseException) -> None:
         self.hub_push_failures.append(f"{description}: {type(error).__name__}: {error}")
         logger.warning(
-            f"{description} to the Hub repo {self.hub_model_id!r} failed ({type(error).__name__}: {error}). Training "
-            f"goes on and the checkpoints in {self.args.output_dir} are complete; the next save pushes again, and "
-            "trainer.push_to_hub() uploads the final model"
+            f"pushing to the Hub repo {self.hub_model_id!r} failed at {description} ({type(error).__name__}: "
+            f"{error}). Training goes on, the files in {self.args.output_dir} and its checkpoints are complete, and "
+            "the next save or trainer.push_to_hub() pushes again"
         )
 
 
