@@ -181,7 +181,8 @@ def run_shape(args: argparse.Namespace, dim: int, device: torch.device) -> dict:
     counts = make_counts(args.classes, args.max_count, args.min_count)
     num_samples = int(counts.sum())
     print(
-        f"\n=== C={args.classes}, counts {args.max_count}->{args.min_count} (N={num_samples}), d={dim}, {device} ==="
+        f"\n=== C={args.classes}, counts {args.max_count}->{args.min_count} (N={num_samples}), d={dim}, {device}, "
+        f"load average {os.getloadavg()[0]:.1f} ==="
     )
     start = time.perf_counter()
     features_cpu, labels_cpu = make_data(counts, dim, args.seed)
@@ -278,6 +279,14 @@ def print_table(rows: list[dict]) -> None:
         )
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.machine()
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--classes", type=int, default=1000)
@@ -308,8 +317,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("--device cuda was asked for but torch.cuda.is_available() is False")
     print(f"command: python {' '.join(sys.argv)}")
     print(
-        f"torch {torch.__version__}, numpy {np.__version__}, {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs"
+        f"torch {torch.__version__}, numpy {np.__version__}, {_cpu_name()}, {torch.get_num_threads()} torch threads, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (other processes compete for the CPUs)"
     )
     if device.type == "cuda":
         print(f"GPU: {torch.cuda.get_device_name(device)}")

@@ -7,14 +7,19 @@ $$ S(Z) = \tfrac{1}{2} \log_2 \det\big(I_d + \tfrac{\alpha}{m} Z_c^\top Z_c\big)
 Numerics (see the README, "Defaults and why"):
 
 * No determinant is ever formed: `det` overflows to inf for realistic sizes (500 features of dimension 768 with
-  `alpha = d`); the log-determinant is the sum of the log-diagonal of a Cholesky factor, in float64.
+  `alpha = d`); the log-determinant is the sum of the log-diagonal of a Cholesky factor of `I + G`.
 * Sylvester's identity `det(I_d + c Zc^T Zc) = det(I_m + c Zc Zc^T)` lets every class work in `min(m, d)` dimensions:
   tail classes have few samples, so their Gram matrix is tiny.
 * Classes are processed in buckets of similar size, zero-padded to the bucket's largest class: a zero row adds a
   zero row and column to the Gram matrix, hence a factor 1 to the determinant, so padding changes nothing.
-* Products run in float32 for half and single precision inputs (float64 for float64 inputs); the `I +` term keeps
-  every eigenvalue at least 1, so rounding in the products moves the result by far less than 1e-4 relative. The
-  mean used for centring is accumulated in float64. Pass `compute_dtype=torch.float64` for an all-float64 run.
+* Centring is done exactly in `m - 1` rows (a Householder reflection, see `_bucket_logdets`), so the centred
+  product has no exact null direction for float32 rounding to lift off zero (that alone cost ~1e-4 relative).
+* Products run in float32 for half and single precision inputs (float64 for float64 inputs), the Cholesky
+  factorisation in float64. The `I +` term keeps every eigenvalue at least 1; on full-rank features the float32
+  products move the result by about 1e-7 relative (`benchmarks/bench_scales.py`). Features of low effective rank
+  with a large dynamic range (directions whose `alpha/m` variance is far below the largest) can move by ~1e-3:
+  pass `compute_dtype=torch.float64` there, or for any all-float64 run. The mean used for centring is
+  accumulated in float64.
 
 This module imports only torch.
 """
@@ -40,6 +45,8 @@ _MIN_BUCKET_BYTES = 32 * 2**20
 # Products of at least twice this many rows (Gram form) or columns (scatter form) are computed blockwise.
 _SYMMETRIC_BLOCK = 256
 _SUM_CHUNK_ELEMENTS = 2**22
+# Dtype of the Cholesky factorisation of float32 products. float32 was faster on the benchmark CPU but raised the
+# error on low-rank features (tests/test_scales.py) by up to 3.6x, so the factorisation stays in float64.
 _FACTOR_DTYPE = torch.float64
 
 
@@ -278,10 +285,11 @@ def _symmetric_product(x: torch.Tensor, gram: bool) -> torch.Tensor:
 
 
 def _logdet_identity_plus(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """log det(I + G) for a batch of symmetric PSD matrices, by Cholesky (in place); also returns the failed mask."""
-    gram.diagonal(dim1=-2, dim2=-1).add_(1.0)
-    factor, info = torch.linalg.cholesky_ex(gram.to(_FACTOR_DTYPE if gram.dtype == torch.float32 else gram.dtype))
-    gram.diagonal(dim1=-2, dim2=-1).sub_(1.0)  # the eigenvalue fallback reads G back
-    logdets = 2.0 * factor.diagonal(dim1=-2, dim2=-1).log().to(torch.float64).sum(-1)
+    """log det(I + G) for a batch of symmetric PSD matrices, by Cholesky; also returns the failed mask."""
+    factor_dtype = _FACTOR_DTYPE if gram.dtype == torch.float32 else gram.dtype
+    shifted = gram.to(factor_dtype, copy=True)
+    shifted.diagonal(dim1=-2, dim2=-1).add_(1.0)
+    factor, info = torch.linalg.cholesky_ex(shifted)
+    logdets = 2.0 * factor.diagonal(dim1=-2, dim2=-1).log().sum(-1, dtype=torch.float64)
     failed = (info != 0) | ~torch.isfinite(logdets)
     return logdets, failed
