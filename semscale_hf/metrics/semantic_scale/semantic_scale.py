@@ -37,8 +37,8 @@ under-serve, even when every class has the same number of examples. The metric r
 the scales are (largest over smallest, coefficient of variation, KL divergence from uniform) and, given predictions,
 per-class accuracy and its correlation with the scales.
 
-For large embedding sets call `semscale_hf.semantic_scale_metric` on tensors directly: it returns the same dict and
-skips evaluate's Arrow round trip (about 15 s for 50,000 x 768 float32 embeddings, against well under a second).
+For large embedding sets call `semscale_hf.semantic_scale_metric` on tensors directly: it returns the same dict,
+skips evaluate's Arrow cache (a copy of every embedding on disk) and runs on the tensors' device, e.g. a GPU.
 """
 
 _KWARGS_DESCRIPTION = """
@@ -104,9 +104,10 @@ class SemanticScale(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            # Each embedding is stored as one bytes value (raw little-endian float32): Arrow encodes 50,000 such values
-            # in well under a second, against about 15 s for the same data as lists of Python floats. add_batch/add
-            # accept lists, arrays and tensors and do the conversion. `predictions` is optional: nulls when absent.
+            # Each embedding is stored as one bytes value (raw little-endian float32), because Arrow encodes lists of
+            # Python floats slowly: for 50,000 x 768 this storage adds about 2 s to the math, float lists about 30 s
+            # (benchmarks/bench_metric.py). add_batch/add accept lists, arrays and tensors and do the conversion.
+            # `predictions` is optional: nulls when absent.
             features=datasets.Features(
                 {
                     "embeddings": datasets.Value("large_binary"),
