@@ -9,7 +9,7 @@ import semscale_hf
 
 
 PACKAGE = Path(semscale_hf.__file__).parent
-MATH_MODULES = ["_validation", "scales", "stats", "weights", "imbalance", "marginal", "losses"]
+MATH_MODULES = ["_validation", "scales", "stats", "weights", "imbalance", "marginal", "losses", "evaluation"]
 FORBIDDEN = {"transformers", "accelerate", "datasets", "evaluate", "huggingface_hub"}
 
 
