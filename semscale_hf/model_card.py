@@ -24,7 +24,10 @@ from typing import Any
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .evaluation import shot_groups
 from .imbalance import scale_imbalance
+from .plots import plot_scale_vs_accuracy
+from .report import ClassReport, SemanticScaleReport
 
 
 __all__ = [
@@ -70,7 +73,6 @@ _SPEED_METRICS = ("runtime", "samples_per_second", "steps_per_second", "epoch", 
 # `datasets` builder names that are file formats, not Hub datasets (as transformers' TrainingSummary skips them).
 _GENERIC_BUILDERS = {None, "", "csv", "json", "pandas", "parquet", "text", "arrow", "imagefolder", "audiofolder"}
 _MAX_TABLE_ROWS = 100
-_MAX_PLOT_LABELS = 30
 
 
 def read_template() -> str:
@@ -366,7 +368,23 @@ class SemScaleReport:
         reason = self.plot_skip_reason()
         if reason is not None:
             raise RuntimeError(f"cannot draw the scale-vs-accuracy plot: {reason}")
-        _plot_scale_vs_accuracy(path, self.class_names, self.semantic_scales, self.class_accuracies, self.class_counts)
+        # the plot of `semscale analyze`, fed with this report's values: one look for both
+        groups = shot_groups(self.class_counts)
+        rows = [
+            ClassReport(
+                class_id=c,
+                name=self.class_names[c],
+                count=self.class_counts[c],
+                scale=self.semantic_scales[c] if math.isfinite(self.semantic_scales[c]) else None,
+                normalized_scale=None,
+                weight=self.class_weights[c],
+                accuracy=self.class_accuracies[c] if math.isfinite(self.class_accuracies[c]) else None,
+                train_count=self.class_counts[c],
+                group=groups[c],
+            )
+            for c in range(self.num_classes)
+        ]
+        plot_scale_vs_accuracy(SemanticScaleReport(classes=rows, summary={}, settings={}), path)
 
     # ------------------------------------------------------------------------------------------------- render
     def render(self, *, plot_file: str | None = None, template: str | None = None) -> ModelCard:
@@ -490,40 +508,6 @@ def write_model_card(trainer: Any, output_dir: str | os.PathLike | None = None, 
     card = report.render(plot_file=plot_file)
     card.save(output_dir / "README.md")
     return card
-
-
-def _plot_scale_vs_accuracy(
-    path: str | os.PathLike,
-    names: list[str],
-    scales: list[float],
-    accuracies: list[float],
-    counts: list[int],
-) -> None:
-    # The object-oriented API without pyplot: no global figure state and no GUI backend, so it is safe to call from
-    # a training script in any thread.
-    from matplotlib.figure import Figure
-
-    kept = [i for i, (s, a) in enumerate(zip(scales, accuracies)) if math.isfinite(s) and math.isfinite(a)]
-    xs, ys = [scales[i] for i in kept], [accuracies[i] for i in kept]
-    sample_counts = [counts[i] for i in kept]
-    largest = max(max(sample_counts), 1)
-    figure = Figure(figsize=(5.5, 4.0), dpi=120, layout="constrained")
-    axes = figure.add_subplot()
-    points = axes.scatter(
-        xs, ys, s=[24 + 200 * n / largest for n in sample_counts], c=sample_counts, cmap="viridis", alpha=0.85
-    )
-    figure.colorbar(points, ax=axes, label="training samples")
-    if len(kept) <= _MAX_PLOT_LABELS:
-        for i, x, y in zip(kept, xs, ys):
-            axes.annotate(names[i], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    summary = scale_imbalance(torch.tensor(scales, dtype=torch.float64), accuracies=torch.tensor(accuracies))
-    axes.set_title(f"Per-class accuracy vs semantic scale (Pearson r = {_format(summary.pearson_scale_accuracy)})")
-    axes.title.set_fontsize(10)
-    axes.set_xlabel("semantic scale at the end of training (bits)")
-    axes.set_ylabel("accuracy, last evaluation")
-    axes.margins(x=0.15, y=0.1)  # room for the labels of the outermost points
-    axes.grid(alpha=0.3)
-    figure.savefig(path, format="png", metadata={"Software": None})
 
 
 def _framework_versions() -> dict[str, str]:

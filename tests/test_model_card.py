@@ -198,7 +198,7 @@ def test_plot_is_a_png_and_its_absence_is_explained(tmp_path, monkeypatch):
     assert report.plot_skip_reason() is None
     report.save_plot(tmp_path / "plot.png")
     with Image.open(tmp_path / "plot.png") as image:
-        assert image.format == "PNG" and image.size == (660, 480)
+        assert image.format == "PNG" and image.size == (720, 540)
 
     no_accuracy = _report(class_accuracies=None)
     assert "no per-class accuracy" in no_accuracy.plot_skip_reason()
