@@ -20,7 +20,7 @@ from .stats import (
     scales_from_moments,
     update_moments,
 )
-from .trainer import SemScaleTrainer
+from .trainer import HubPushError, SemScaleTrainer
 from .weights import (
     blend_weights,
     effective_number,
@@ -39,6 +39,7 @@ __all__ = [
     "ClassMoments",
     "ClassReport",
     "ExtractedFeatures",
+    "HubPushError",
     "MarginalEffect",
     "SaturatingFit",
     "ScaleImbalance",

@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         f"weighting={args.semscale_weighting}, power={args.semscale_power:g}, base loss={args.semscale_base_loss}"
     )
     trainer, metrics = train_one(demo, args, splits)
+    trainer.save_model()  # model, config and semscale_state.safetensors, for `semscale analyze --model`
     results = {args.semscale_weighting: metrics}
     if demo.compare_baseline and args.semscale_weighting != "none":
         baseline_args = dataclasses.replace(args, semscale_weighting="none", output_dir=args.output_dir + "-baseline")
@@ -115,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         _, results["none (plain CE)"] = train_one(demo, baseline_args, splits)
     print(per_class_table(trainer, metrics))
     print(comparison_table(results))
+    print(
+        f"\nsaved to {args.output_dir}; per-class report and plots: semscale analyze --model {args.output_dir} "
+        f"--dataset digits --imbalance-factor {demo.imbalance_factor:g} --output-dir {args.output_dir}-report"
+    )
     return 0
 
 
