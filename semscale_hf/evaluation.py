@@ -17,7 +17,7 @@ import torch
 from ._validation import IGNORE_INDEX, check_labels, check_num_classes
 
 
-__all__ = ["SHOT_GROUPS", "many_medium_few_accuracy", "per_class_accuracy", "shot_groups"]
+__all__ = ["SHOT_GROUPS", "classification_metrics", "many_medium_few_accuracy", "per_class_accuracy", "shot_groups"]
 
 SHOT_GROUPS = ("many", "medium", "few")
 # Thresholds of the canonical split, in training samples: many > 100 >= medium >= 20 > few.
@@ -164,3 +164,27 @@ def _counts_vector(train_counts: torch.Tensor | Sequence[int]) -> torch.Tensor:
     if bool((counts < 0).any()):
         raise ValueError(f"train_counts must be non-negative, got {counts.tolist()}")
     return counts.long()
+
+
+def classification_metrics(
+    predicted: torch.Tensor | Sequence[int],
+    labels: torch.Tensor | Sequence[int],
+    class_counts: Sequence[int],
+    per_class_max: int = 20,
+) -> dict[str, float]:
+    """Accuracy, balanced (class-averaged) accuracy, many/medium/few-shot accuracy and, for few classes, per class."""
+    num_classes = len(class_counts)
+    predicted_ids = torch.as_tensor(predicted).long()
+    label_ids = torch.as_tensor(labels).long()
+    accuracy = per_class_accuracy(predicted_ids, label_ids, num_classes)
+    kept = label_ids != -100
+    metrics = {
+        "accuracy": float((predicted_ids[kept] == label_ids[kept]).double().mean()),
+        "balanced_accuracy": float(accuracy[torch.isfinite(accuracy)].mean()),
+    }
+    metrics.update(
+        {f"acc_{group}": value for group, value in many_medium_few_accuracy(accuracy, class_counts).items()}
+    )
+    if num_classes <= per_class_max:
+        metrics.update({f"acc_class_{c}": value for c, value in enumerate(accuracy.tolist())})
+    return metrics

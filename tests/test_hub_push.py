@@ -17,10 +17,9 @@ from safetensors.torch import load_file
 from trainer_utils import digits_dataset, make_args, tiny_vit
 from transformers import AutoModelForImageClassification, TrainerCallback
 
-from semscale_hf import SemScaleTrainer
+from semscale_hf import HubPushError, SemScaleTrainer
 from semscale_hf.balancer import POOL_FILE, STATE_FILE
 from semscale_hf.model_card import PLOT_FILE
-from semscale_hf.trainer import HubPushError
 
 
 hub_server = hub_fixtures.hub_server
@@ -129,7 +128,7 @@ def test_hub_failure_during_training_loses_nothing(hub_server_in_process, tmp_pa
     output_dir = tmp_path / "out"
     trainer = _trainer(output_dir, hub_strategy="checkpoint", max_steps=9)
     trainer.add_callback(_BreakTheHub(server, step=4))  # after the push at step 3, before the saves at 6 and 9
-    with caplog.at_level(logging.WARNING, logger="semscale_hf.trainer"):
+    with caplog.at_level(logging.WARNING, logger="semscale_hf.hub"):
         trainer.train()
 
     assert trainer.state.global_step == 9  # training went on to the end
