@@ -268,12 +268,17 @@ def _by_key(records: list[dict]) -> dict[tuple[str, float, int], dict]:
     return {(r["method"], float(r["imbalance_factor"]), int(r["seed"])): r for r in records}
 
 
+def _ordered_methods(runs: dict, study: StudyArguments) -> list[str]:
+    """The requested methods that have runs, in the requested order, then the other methods found in the file."""
+    methods = [m for m in study.methods if any(k[0] == m for k in runs)]
+    return methods + [m for m in METHODS if m not in methods and any(k[0] == m for k in runs)]
+
+
 def aggregate(records: list[dict], study: StudyArguments, settings: dict) -> str:
     """Markdown: settings, one results table per imbalance factor, direction comparisons, correlations."""
     runs = _by_key(records)
     factors = sorted({f for _, f, _ in runs})
-    methods = [m for m in study.methods if any(k[0] == m for k in runs)]
-    methods += sorted({m for m, _, _ in runs} - set(methods))
+    methods = _ordered_methods(runs, study)
     training, model = settings["training"], settings["model"]
     lines = [
         "# Long-tailed digits study",
@@ -352,6 +357,32 @@ def aggregate(records: list[dict], study: StudyArguments, settings: dict) -> str
             spearman = [_correlate(r, name, spearman_correlation) for r in group]
             rows.append([f"{factor:g}", name, mean_std(pearson, 2), mean_std(spearman, 2)])
     lines.append(markdown_table(["IF", "per-class quantity", "Pearson", "Spearman"], rows, align="llrr"))
+    lines += ["", "## How strong and how count-like were the final weights?", ""]
+    lines.append(
+        "Largest over smallest final class weight, and the correlation of the final semantic scales with the train "
+        "counts (both from each run's last refresh), mean ± std over seeds."
+    )
+    lines.append("")
+    rows = []
+    for factor in factors:
+        for method in methods:
+            group = [r for (m, f, _), r in sorted(runs.items()) if m == method and f == factor]
+            if not group:
+                continue
+            ratios = [max(r["class_weights"]) / min(r["class_weights"]) for r in group]
+            counts = [torch.tensor(r["class_counts"], dtype=torch.float64) for r in group]
+            scales = [torch.tensor(r["semantic_scales"], dtype=torch.float64) for r in group]
+            rows.append(
+                [
+                    f"{factor:g}",
+                    f"`{method}`",
+                    mean_std(ratios, 2),
+                    mean_std((pearson_correlation(s, c) for s, c in zip(scales, counts)), 2),
+                    mean_std((spearman_correlation(s, c) for s, c in zip(scales, counts)), 2),
+                ]
+            )
+    headers = ["IF", "method", "weight max/min", "Pearson(scale, count)", "Spearman(scale, count)"]
+    lines.append(markdown_table(headers, rows, align="llrrr"))
     lines.append("")
     return "\n".join(lines)
 
@@ -397,7 +428,7 @@ def plot_balanced_accuracy(records: list[dict], study: StudyArguments, path: Pat
         return None
     runs = _by_key(records)
     factors = sorted({f for _, f, _ in runs})
-    methods = [m for m in study.methods if any(k[0] == m for k in runs)]
+    methods = _ordered_methods(runs, study)
     figure, axis = plt.subplots(figsize=(max(6.0, 0.75 * len(methods) * len(factors)), 4.0), layout="constrained")
     width = 0.8 / len(factors)
     for j, factor in enumerate(factors):
