@@ -280,7 +280,8 @@ def test_float16_pool_matches_float32_pool(tmp_path, vit_run):
     features_half, labels_half = half.trainer.balancer.pool.features_and_labels()
     features_full, labels_full = vit_run.trainer.balancer.pool.features_and_labels()
     assert features_half.dtype == torch.float16 and torch.equal(labels_half, labels_full)
-    # only float16 rounding differs, in the pool and through the weights in training, so the runs stay close
-    torch.testing.assert_close(features_half.float(), features_full, rtol=1e-2, atol=1e-2)
-    torch.testing.assert_close(half.trainer.semantic_scales, vit_run.trainer.semantic_scales, rtol=1e-2, atol=1e-3)
-    torch.testing.assert_close(half.trainer.class_weights, vit_run.trainer.class_weights, rtol=1e-2, atol=1e-3)
+    # only float16 rounding differs (relative 2**-11), in the pool and through the weights in training (seen: features
+    # 9e-4 apart at magnitude 2.3, scales 9e-5 apart), so the runs stay close
+    torch.testing.assert_close(features_half.float(), features_full, rtol=2e-3, atol=2e-3)
+    torch.testing.assert_close(half.trainer.semantic_scales, vit_run.trainer.semantic_scales, rtol=1e-3, atol=0)
+    torch.testing.assert_close(half.trainer.class_weights, vit_run.trainer.class_weights, rtol=1e-3, atol=0)
