@@ -429,7 +429,7 @@ def plot_balanced_accuracy(records: list[dict], study: StudyArguments, path: Pat
     runs = _by_key(records)
     factors = sorted({f for _, f, _ in runs})
     methods = _ordered_methods(runs, study)
-    figure, axis = plt.subplots(figsize=(max(6.0, 0.75 * len(methods) * len(factors)), 4.0), layout="constrained")
+    figure, axis = plt.subplots(figsize=(max(6.0, 0.5 * len(methods) * len(factors)), 4.0), layout="constrained")
     width = 0.8 / len(factors)
     for j, factor in enumerate(factors):
         means, stds = [], []
