@@ -114,11 +114,14 @@ def test_push_with_every_hub_strategy(hub_server_in_process, tmp_path, strategy,
 class _BreakTheHub(TrainerCallback):
     """Makes the server answer every request with an error from step `step` on."""
 
-    def __init__(self, server, step: int) -> None:
-        self.server, self.step = server, step
+    def __init__(self, server, step: int, trainer) -> None:
+        self.server, self.step, self.trainer = server, step, trainer
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.step:
+            # the earlier pushes run in background threads: let them finish, or the count of failures is a race
+            if self.trainer.push_in_progress is not None:
+                self.trainer.push_in_progress.wait_until_done()
             self.server.fail_status = 507  # not retried by huggingface_hub: fails at once
             self.server.fail_mode = True
 
@@ -127,7 +130,9 @@ def test_hub_failure_during_training_loses_nothing(hub_server_in_process, tmp_pa
     server = hub_server_in_process
     output_dir = tmp_path / "out"
     trainer = _trainer(output_dir, hub_strategy="checkpoint", max_steps=9)
-    trainer.add_callback(_BreakTheHub(server, step=4))  # after the push at step 3, before the saves at 6 and 9
+    trainer.add_callback(
+        _BreakTheHub(server, step=4, trainer=trainer)
+    )  # after the push at step 3, before the saves at 6 and 9
     with caplog.at_level(logging.WARNING, logger="semscale_hf.hub"):
         trainer.train()
 
