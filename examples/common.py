@@ -25,6 +25,7 @@ from transformers import AutoModelForImageClassification, PrinterCallback, ResNe
 from semscale_hf import SemScaleTrainer, SemScaleTrainingArguments
 from semscale_hf.capture import FeatureCapture
 from semscale_hf.data import class_counts, dataset_to_tensors
+from semscale_hf.demo import DEMO_TRAINING_DEFAULTS
 
 
 __all__ = [
@@ -45,24 +46,14 @@ __all__ = [
     "train_and_evaluate",
 ]
 
-# Training settings shared by the digits scripts (the `semscale demo` ones, without per-step logging): a tiny ViT
-# reaches a useful accuracy on the digits in a few hundred optimizer steps on 2 CPU cores.
+# Training settings shared by the digits scripts: those of `semscale demo` (a tiny ViT reaches a useful accuracy on
+# the digits in a few hundred optimizer steps on 2 CPU cores), without per-step logging and the demo's output folder.
 STUDY_TRAINING_DEFAULTS: dict[str, Any] = {
-    "num_train_epochs": 30,
-    "per_device_train_batch_size": 32,
+    **{key: value for key, value in DEMO_TRAINING_DEFAULTS.items() if key not in {"output_dir", "logging_steps"}},
     "per_device_eval_batch_size": 256,
-    "learning_rate": 3e-3,
-    "weight_decay": 0.05,
-    "lr_scheduler_type": "cosine",
-    "warmup_steps": 0.05,
-    "save_strategy": "no",
-    "eval_strategy": "no",
     "logging_strategy": "no",
-    "report_to": "none",
-    "use_cpu": not torch.cuda.is_available(),
-    "disable_tqdm": True,
     "dataloader_num_workers": 0,
-    "semscale_refresh_steps": None,
+    "semscale_warmup_epochs": 1.0,  # each study method sets its own deferral (method_overrides)
 }
 
 
