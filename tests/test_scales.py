@@ -212,3 +212,12 @@ def test_symmetric_blocked_product_equals_full_product():
     x = torch.randn(3, 2 * _SYMMETRIC_BLOCK + 37, 3 * _SYMMETRIC_BLOCK + 5, generator=generator, dtype=torch.float64)
     torch.testing.assert_close(_symmetric_product(x, gram=True), x @ x.transpose(1, 2))
     torch.testing.assert_close(_symmetric_product(x, gram=False), x.transpose(1, 2) @ x)
+
+
+def test_finite_rows_whose_sum_overflows_are_accepted():
+    # the NaN check sums each row first; a sum that overflows on finite values must not be reported as NaN/inf
+    features = torch.tensor([[3e38, 3e38], [1.0, 2.0], [-3e38, 1.0]])
+    scales = class_semantic_scales(features, torch.zeros(3, dtype=torch.long), 1)
+    assert torch.isfinite(scales).all()
+    with pytest.raises(ValueError, match="1 of 3 rows"):
+        class_semantic_scales(torch.tensor([[3e38, 3e38], [1.0, float("nan")], [0.0, 1.0]]), torch.zeros(3).long(), 1)
