@@ -72,6 +72,7 @@ Example:
 ...     url = api.create_repo("tiny")
 ...     server.commit_messages("test-user/tiny")
 ['initial commit']
+
 ```
 """
 
