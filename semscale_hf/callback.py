@@ -55,6 +55,9 @@ class SemScaleCallback(TrainerCallback):
             epoch and then once per epoch.
         per_class_max (`int`, *optional*, defaults to 20):
             Log per-class scales and weights when there are at most this many classes.
+        balancer_options:
+            Measure-only mode: keyword arguments of [`SemScaleBalancer`] (e.g. `alpha=1.0`, `normalize=True`,
+            `pool_max_per_class=512`, `pool_dtype=torch.float16`).
     """
 
     def __init__(
