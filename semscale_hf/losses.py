@@ -172,7 +172,7 @@ def _check_weights(
         )
     if weights.dtype == torch.bool or weights.is_complex():
         raise TypeError(f"class_weights must be real numbers, got dtype {weights.dtype}")
-    # Relative to the logits (never .cuda()): weights usually live on CPU or on the trainer's device.
+    # Moved relative to the logits, never to a fixed device: weights usually live on CPU or on the trainer's device.
     return weights.to(device=device)
 
 
