@@ -24,33 +24,24 @@ from semscale_hf import SemScaleTrainer, SemScaleTrainingArguments
 
 NUM_LABELS = 3
 COUNTS = [8, 5, 3]  # 16 samples, batch 4: 4 steps per epoch
+_VIT_SIZES = {
+    "image_size": 32,
+    "patch_size": 8,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+}
 
 # Tiny configs (docs/hf-ecosystem.md section 4); the head's in_features is written out, not read from the model.
 IMAGE_CONFIGS = {
     "vit": (
-        lambda: ViTConfig(
-            image_size=32,
-            patch_size=8,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            num_labels=NUM_LABELS,
-        ),
+        lambda: ViTConfig(**_VIT_SIZES, num_labels=NUM_LABELS),
         32,
     ),
     # DeiT maps to two classes (with and without teacher); without `architectures` from_config raises TypeError
     "deit": (
-        lambda: DeiTConfig(
-            image_size=32,
-            patch_size=8,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            num_labels=NUM_LABELS,
-            architectures=["DeiTForImageClassification"],
-        ),
+        lambda: DeiTConfig(**_VIT_SIZES, num_labels=NUM_LABELS, architectures=["DeiTForImageClassification"]),
         32,
     ),
     "swin": (
