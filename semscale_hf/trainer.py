@@ -181,15 +181,18 @@ class SemScaleTrainer(HubPushMixin, Trainer):
             # ranks may hold batches of different sizes: pad, gather, and let the pool skip the -100 padding rows
             features = accelerator.gather(accelerator.pad_across_processes(features.contiguous(), dim=0, pad_index=0))
             labels = accelerator.gather(accelerator.pad_across_processes(labels, dim=0, pad_index=-100))
-        finite = torch.isfinite(features).all(dim=1)
-        if not bool(finite.all()):
+        try:
+            self.balancer.record(features, labels)  # the pool checks labels and NaN/inf (once, on the hot path)
+        except ValueError as error:
+            finite = torch.isfinite(features).all(dim=1)
+            if bool(finite.all()):
+                raise
             raise FloatingPointError(
                 f"NaN or inf in {int((~finite).sum())} of {features.shape[0]} feature vectors at global step "
                 f"{self.state.global_step} (epoch {self.state.epoch}); training stopped before this step's update, so "
                 f"the checkpoints in {self.args.output_dir} are intact. Lower the learning rate, enable gradient "
                 "clipping (max_grad_norm) or check the inputs, then resume from the last checkpoint."
-            )
-        self.balancer.record(features, labels)
+            ) from error
 
     def _synchronise_balancer(self) -> None:
         """Called by the callback after a refresh: every rank takes rank 0's weights and scales."""
