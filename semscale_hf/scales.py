@@ -10,25 +10,31 @@ Numerics (see the README, "Defaults and why"):
   `alpha = d`); the log-determinant is the sum of the log-diagonal of a Cholesky factor of `I + G`.
 * Sylvester's identity `det(I_d + c Zc^T Zc) = det(I_m + c Zc Zc^T)` lets every class work in `min(m, d)` dimensions:
   tail classes have few samples, so their Gram matrix is tiny.
-* Classes are processed in buckets of similar size, zero-padded to the bucket's largest class: a zero row adds a
-  zero row and column to the Gram matrix, hence a factor 1 to the determinant, so padding changes nothing.
+* Small classes are processed in buckets of similar size, zero-padded to the bucket's largest class: a zero row adds
+  a zero row and column to the Gram matrix, hence a factor 1 to the determinant, so padding changes nothing. Large
+  classes are processed one at a time, without padding.
 * Centring is done exactly in `m - 1` rows (a Householder reflection, see `_bucket_logdets`), so the centred
   product has no exact null direction for float32 rounding to lift off zero (that alone cost ~1e-4 relative).
+  The class's last row is subtracted before anything is summed, so a large common offset cancels first.
+* Only the lower triangle of each symmetric product is computed (blockwise) and factorised.
 * Products run in float32 for half and single precision inputs (float64 for float64 inputs), the Cholesky
   factorisation in float64. The `I +` term keeps every eigenvalue at least 1; on full-rank features the float32
   products move the result by about 1e-7 relative (`benchmarks/bench_scales.py`). Features of low effective rank
   with a large dynamic range (directions whose `alpha/m` variance is far below the largest) can move by ~1e-3:
-  pass `compute_dtype=torch.float64` there, or for any all-float64 run. The mean used for centring is
-  accumulated in float64.
+  pass `compute_dtype=torch.float64` there, or for any all-float64 run.
 
-This module imports only torch.
+This module imports torch and NumPy; on CPU it factorises through SciPy's LAPACK (which scikit-learn brings), and
+falls back to `torch.linalg.cholesky_ex` without it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 
 from ._validation import IGNORE_INDEX, check_features, check_labels, check_num_classes, resolve_alpha
@@ -42,12 +48,16 @@ _LN2 = math.log(2.0)
 _BUCKET_RATIO = 1.25
 _BUCKET_SLACK = 8
 _MIN_BUCKET_BYTES = 32 * 2**20
+# A class whose product and factorisation cost at least this many flops is computed alone: its work dwarfs the
+# per-call overhead, and padding it to a bucket's largest class would only add flops (up to 56% in Gram form).
+_SOLO_FLOPS = 5e7
 # Products of at least twice this many rows (Gram form) or columns (scatter form) are computed blockwise.
 _SYMMETRIC_BLOCK = 256
-_SUM_CHUNK_ELEMENTS = 2**22
 # Dtype of the Cholesky factorisation of float32 products. float32 was faster on the benchmark CPU but raised the
 # error on low-rank features (tests/test_scales.py) by up to 3.6x, so the factorisation stays in float64.
 _FACTOR_DTYPE = torch.float64
+# On CPU, matrices of at least this order are factorised by LAPACK's potrf in place (see `_cpu_potrf_logdets`).
+_LAPACK_MIN_ORDER = 32
 
 
 def semantic_scale(
@@ -173,31 +183,38 @@ def class_semantic_scales(
 
     # centring turns m rows into m - 1 (see _bucket_logdets), which decides between the Gram and scatter forms
     rows_list = [m - 1 if center else m for m in counts_list]
-    for bucket in _buckets(measured, rows_list, dim, budget, compute_dtype.itemsize, _BUCKET_RATIO):
-        bucket_counts = torch.tensor([counts_list[c] for c in bucket], device=features.device)
-        bucket_starts = torch.tensor([starts[c] for c in bucket], device=features.device)
-        logdets = _bucket_logdets(
-            features, order, bucket_starts, bucket_counts, scale_alpha, center, normalize, compute_dtype
-        )
-        scales[torch.tensor(bucket, device=features.device)] = logdets / (2.0 * _LN2)
+    largest_order = min(max((rows_list[c] for c in measured), default=0), dim)
+    with _lapack_threads(features.device, largest_order):
+        for bucket in _buckets(measured, rows_list, dim, budget, compute_dtype.itemsize):
+            bucket_counts = torch.tensor([counts_list[c] for c in bucket], device=features.device)
+            bucket_starts = torch.tensor([starts[c] for c in bucket], device=features.device)
+            logdets = _bucket_logdets(
+                features, order, bucket_starts, bucket_counts, scale_alpha, center, normalize, compute_dtype
+            )
+            scales[torch.tensor(bucket, device=features.device)] = logdets / (2.0 * _LN2)
     return scales
 
 
-def _buckets(
-    classes: list[int], rows: list[int], dim: int, budget: int, itemsize: int, ratio: float
-) -> Iterator[list[int]]:
-    """Groups classes (sorted by row count) into buckets of similar size, form and bounded memory."""
+def _buckets(classes: list[int], rows: list[int], dim: int, budget: int, itemsize: int) -> Iterator[list[int]]:
+    """Groups classes (sorted by row count) into buckets of similar size, form and bounded memory.
+
+    Large classes (at least `_SOLO_FLOPS` of work) get a bucket of their own.
+    """
     bucket: list[int] = []
     for c in classes:
         m = rows[c]
+        n = min(m, dim)
+        solo = n * n * max(m, dim) + n**3 / 3 >= _SOLO_FLOPS
         if bucket:
             first, gram = rows[bucket[0]], rows[bucket[0]] <= dim
-            n = min(m, dim)
-            bytes_needed = (len(bucket) + 1) * (m * dim * itemsize + 2 * n * n * itemsize)
-            if (m <= dim) != gram or m > first * ratio + _BUCKET_SLACK or bytes_needed > budget:
+            bytes_needed = (len(bucket) + 1) * (m * dim * itemsize + 2 * n * n * _FACTOR_DTYPE.itemsize)
+            if solo or (m <= dim) != gram or m > first * _BUCKET_RATIO + _BUCKET_SLACK or bytes_needed > budget:
                 yield bucket
                 bucket = []
         bucket.append(c)
+        if solo:
+            yield bucket
+            bucket = []
     if bucket:
         yield bucket
 
@@ -219,77 +236,128 @@ def _bucket_logdets(
     offsets = torch.arange(rows, device=features.device)
     valid = offsets[None, :] < counts[:, None]  # (B, M): padding rows are False
     index = starts[:, None] + torch.where(valid, offsets[None, :], 0)
-    x = features[order[index]].to(compute_dtype)  # (B, M, d), the bucket's only copy of its features
+    # index_select copies whole rows (several times faster than advanced indexing with a 2-D index); the result is
+    # the bucket's only copy of its features
+    x = features.index_select(0, order[index.flatten()]).view(num, rows, dim).to(compute_dtype)
     if normalize:
         x /= torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min_(1e-12)  # as F.normalize, in place
-    x[(~valid).nonzero(as_tuple=True)] = 0.0  # touches the padding rows only
+    padded = num > 1
+    if padded:
+        x[(~valid).nonzero(as_tuple=True)] = 0.0  # touches the padding rows only
     if center:
         # Centring leaves m rows of rank m - 1; the Householder reflection that maps the all-ones direction to the
         # last row turns them into m - 1 rows y_i = z_i - w, w = mean + (mean - z_last) / (sqrt(m) - 1), with
         # the same product Y^T Y = Zc^T Zc. Dropping the exact null direction matters: float32 rounding of the
         # large entries would otherwise lift its eigenvalue above 0 and move small scales by ~1e-4 relative.
-        counts64 = counts.to(torch.float64)[:, None]
-        mean = _sum_rows_float64(x) / counts64
-        last = x[torch.arange(num, device=x.device), counts - 1].to(torch.float64)
-        shift = mean + (mean - last) / (counts64.sqrt() - 1.0).clamp_min(1e-12)
-        x -= shift.to(compute_dtype)[:, None, :]
-        x[(offsets[None, :] >= counts[:, None] - 1).nonzero(as_tuple=True)] = 0.0
-        x = x[:, : rows - 1]  # the last row is zero for every class (its own last row or padding)
-    gram = _symmetric_product(x, x.shape[1] <= dim)
+        # Subtracting z_last first cancels any large common offset before anything is summed, so the mean of the
+        # differences is accurate in the compute dtype: w - z_last = mean(z - z_last) * sqrt(m) / (sqrt(m) - 1).
+        last = x[torch.arange(num, device=x.device), counts - 1]  # (B, d), a copy
+        x -= last[:, None, :]
+        if padded:
+            x[(~valid).nonzero(as_tuple=True)] = 0.0
+        root = counts.to(compute_dtype).sqrt()[:, None]
+        x -= (x.sum(dim=1) / (root * (root - 1.0)).clamp_min(1e-12))[:, None, :]
+        if padded:
+            x[(offsets[None, :] >= counts[:, None] - 1).nonzero(as_tuple=True)] = 0.0
+        x = x[:, : rows - 1]  # the last row is zero for every class (its own last row or padding): dropped
+    factor_dtype = _FACTOR_DTYPE if compute_dtype == torch.float32 else compute_dtype
+    matrix = _lower_symmetric_product(x, x.shape[1] <= dim, factor_dtype)
     # alpha / m is applied to the small product rather than to the (B, M, d) features
-    gram *= (alpha / counts.to(torch.float64)).to(compute_dtype)[:, None, None]
-    logdets, failed = _logdet_identity_plus(gram)
+    matrix *= (alpha / counts.to(torch.float64)).to(factor_dtype)[:, None, None]
+    matrix.diagonal(dim1=-2, dim2=-1).add_(1.0)
+    logdets, failed = _logdets_lower(matrix)
     if bool(failed.any()):
         retry = failed.nonzero().flatten()
         if compute_dtype != torch.float64:  # float32 products can overflow for huge feature values
             logdets[retry] = _bucket_logdets(
                 features, order, starts[retry], counts[retry], alpha, center, normalize, torch.float64
             )
-        else:  # rounding left the matrix not numerically positive definite
-            eigenvalues = torch.linalg.eigvalsh(gram[retry].to(torch.float64))
+        else:  # rounding left the matrix not numerically positive definite: I + G from the lower triangle again
+            products = _lower_symmetric_product(x[retry], x.shape[1] <= dim, torch.float64)
+            products *= (alpha / counts[retry].to(torch.float64))[:, None, None]
+            eigenvalues = torch.linalg.eigvalsh(products)  # reads the lower triangle only
             logdets[retry] = torch.log1p(eigenvalues.clamp_min(0.0)).sum(-1)
     return logdets
 
 
-def _sum_rows_float64(x: torch.Tensor) -> torch.Tensor:
-    """`x.sum(1)` accumulated in float64, in chunks: `sum(dtype=float64)` would copy all of `x` to float64 first."""
-    if x.dtype == torch.float64:
-        return x.sum(dim=1)
-    chunk = max(1, _SUM_CHUNK_ELEMENTS // max(1, x.shape[0] * x.shape[2]))
-    total = torch.zeros(x.shape[0], x.shape[2], dtype=torch.float64, device=x.device)
-    for start in range(0, x.shape[1], chunk):
-        total += x[:, start : start + chunk].sum(dim=1, dtype=torch.float64)
-    return total
+def _lower_symmetric_product(x: torch.Tensor, gram: bool, out_dtype: torch.dtype) -> torch.Tensor:
+    """Lower triangle of `x @ x^T` (`gram`) or `x^T @ x` for a batch `x` of shape `(B, M, d)`, as `out_dtype`.
 
-
-def _symmetric_product(x: torch.Tensor, gram: bool) -> torch.Tensor:
-    """`x @ x^T` (`gram`) or `x^T @ x` for a batch `x` of shape `(B, M, d)`, computing only the lower blocks.
-
-    BLAS has no batched syrk in torch; splitting the output into k x k blocks and mirroring the upper ones saves
-    (k - 1) / 2k of the flops of a full product while each block product stays large enough to run near peak.
+    BLAS has no batched syrk in torch; splitting the output into k x k blocks and computing only the lower ones
+    saves (k - 1) / 2k of the flops of a full product while each block product stays large enough to run near
+    peak. The blocks above the diagonal blocks are left zero: every consumer (LAPACK potrf, `cholesky_ex`,
+    `eigvalsh`) reads the lower triangle only. Writing each block into the `out_dtype` result converts it in the
+    same pass.
     """
     n = x.shape[1] if gram else x.shape[2]
-    blocks = n // _SYMMETRIC_BLOCK
+    blocks = round(n / _SYMMETRIC_BLOCK)
     if blocks < 2:
-        return x @ x.transpose(1, 2) if gram else x.transpose(1, 2) @ x
+        return (x @ x.transpose(1, 2) if gram else x.transpose(1, 2) @ x).to(out_dtype)
     edges = [round(i * n / blocks) for i in range(blocks + 1)]
     parts = [x[:, a:b] if gram else x[:, :, a:b].transpose(1, 2) for a, b in zip(edges, edges[1:], strict=False)]
-    out = x.new_empty(x.shape[0], n, n)
+    out = torch.zeros(x.shape[0], n, n, dtype=out_dtype, device=x.device)
     for i, (a, b) in enumerate(zip(edges, edges[1:], strict=False)):
         for j, (c, e) in enumerate(zip(edges[: i + 1], edges[1 : i + 2], strict=False)):
-            block = parts[i] @ parts[j].transpose(1, 2)
-            out[:, a:b, c:e] = block
-            if i != j:
-                out[:, c:e, a:b] = block.transpose(1, 2)
+            out[:, a:b, c:e] = parts[i] @ parts[j].transpose(1, 2)
     return out
 
 
-def _logdet_identity_plus(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """log det(I + G) for a batch of symmetric PSD matrices, by Cholesky; also returns the failed mask."""
-    factor_dtype = _FACTOR_DTYPE if gram.dtype == torch.float32 else gram.dtype
-    shifted = gram.to(factor_dtype, copy=True)
-    shifted.diagonal(dim1=-2, dim2=-1).add_(1.0)
-    factor, info = torch.linalg.cholesky_ex(shifted)
+def _logdets_lower(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log det of a batch of symmetric positive definite matrices given by their lower triangles, by Cholesky.
+
+    Returns the log-determinants and the mask of failed factorisations. `matrix` is overwritten.
+    """
+    if matrix.device.type == "cpu" and matrix.shape[-1] >= _LAPACK_MIN_ORDER and _lapack_potrf() is not None:
+        return _cpu_potrf_logdets(matrix)
+    factor, info = torch.linalg.cholesky_ex(matrix)  # reads the lower triangle only
     logdets = 2.0 * factor.diagonal(dim1=-2, dim2=-1).log().sum(-1, dtype=torch.float64)
-    failed = (info != 0) | ~torch.isfinite(logdets)
+    return logdets, (info != 0) | ~torch.isfinite(logdets)
+
+
+def _cpu_potrf_logdets(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_logdets_lower` through LAPACK potrf, in place, one matrix at a time.
+
+    `torch.linalg.cholesky_ex` copies its input and then zeroes the upper triangle of the factor, two passes over
+    column-major matrices that took more time than the factorisation itself (benchmarks/bench_scales.py, d = 2048).
+    A C-contiguous matrix seen transposed is Fortran-contiguous, so potrf factorises it where it lies; its upper
+    triangle in Fortran order is our lower triangle.
+    """
+    potrf = _lapack_potrf()
+    logdets = torch.empty(matrix.shape[0], dtype=torch.float64)
+    failed = torch.zeros(matrix.shape[0], dtype=torch.bool)
+    arrays = matrix.contiguous().numpy()
+    for i, array in enumerate(arrays):
+        factor, info = potrf(array.T, lower=0, clean=0, overwrite_a=1)
+        logdets[i] = 2.0 * float(np.log(np.diagonal(factor)).sum()) if info == 0 else math.nan
+        failed[i] = info != 0 or not math.isfinite(float(logdets[i]))
     return logdets, failed
+
+
+@functools.cache
+def _lapack_potrf():
+    """SciPy's LAPACK `potrf` for the factor dtype, or None where SciPy is missing (torch's path is used then)."""
+    try:
+        from scipy.linalg import lapack
+    except ImportError:  # pragma: no cover - scipy comes with scikit-learn
+        return None
+    return lapack.dpotrf if _FACTOR_DTYPE == torch.float64 else lapack.spotrf
+
+
+@contextlib.contextmanager
+def _lapack_threads(device: torch.device, largest_order: int) -> Iterator[None]:
+    """Runs SciPy's BLAS/LAPACK on one thread while scales are computed on CPU.
+
+    Its worker threads keep spinning after each factorisation and then compete with torch's threads for the cores
+    during the next bucket's products: on 2 cores that made the whole computation 3x slower, against a
+    factorisation that gains only ~20% from a second thread.
+    """
+    if device.type != "cpu" or largest_order < _LAPACK_MIN_ORDER or _lapack_potrf() is None:
+        yield
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield

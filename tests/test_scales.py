@@ -205,13 +205,20 @@ def test_low_rank_offset_features_and_tiny_classes():
     np.testing.assert_allclose(fast.numpy(), want, rtol=3e-3)
 
 
-def test_symmetric_blocked_product_equals_full_product():
-    from semscale_hf.scales import _SYMMETRIC_BLOCK, _symmetric_product
+def test_lower_blocked_product_equals_lower_triangle_of_full_product():
+    from semscale_hf.scales import _SYMMETRIC_BLOCK, _lower_symmetric_product
 
     generator = torch.Generator().manual_seed(4)
     x = torch.randn(3, 2 * _SYMMETRIC_BLOCK + 37, 3 * _SYMMETRIC_BLOCK + 5, generator=generator, dtype=torch.float64)
-    torch.testing.assert_close(_symmetric_product(x, gram=True), x @ x.transpose(1, 2))
-    torch.testing.assert_close(_symmetric_product(x, gram=False), x.transpose(1, 2) @ x)
+    for gram, full in [(True, x @ x.transpose(1, 2)), (False, x.transpose(1, 2) @ x)]:
+        got = _lower_symmetric_product(x.float(), gram, torch.float64)
+        assert got.dtype == torch.float64
+        torch.testing.assert_close(got.tril(), full.tril(), rtol=1e-5, atol=1e-3)
+        # above the diagonal only the diagonal blocks are computed; the rest stays zero (consumers read the lower
+        # triangle only)
+        upper = got.triu(1)
+        torch.testing.assert_close(torch.where(upper != 0, upper, full.triu(1)), full.triu(1), rtol=1e-5, atol=1e-3)
+        assert (upper[0] == 0).float().mean() > 0.4
 
 
 def test_finite_rows_whose_sum_overflows_are_accepted():
@@ -221,3 +228,49 @@ def test_finite_rows_whose_sum_overflows_are_accepted():
     assert torch.isfinite(scales).all()
     with pytest.raises(ValueError, match="1 of 3 rows"):
         class_semantic_scales(torch.tensor([[3e38, 3e38], [1.0, float("nan")], [0.0, 1.0]]), torch.zeros(3).long(), 1)
+
+
+def _blocked_size_data():
+    # orders of 400 and 600 use the blocked lower products; 40 and 90 the single products; both factorisations
+    generator = torch.Generator().manual_seed(5)
+    counts = torch.tensor([41, 91, 401, 700])
+    features = torch.randn(int(counts.sum()), 600, generator=generator) * torch.rand(600, generator=generator) + 3.0
+    labels = torch.repeat_interleave(torch.arange(4), counts)
+    return features, labels
+
+
+def test_torch_factorisation_matches_lapack_path(monkeypatch):
+    from semscale_hf import scales
+
+    features, labels = _blocked_size_data()
+    lapack = class_semantic_scales(features, labels, 4)
+    monkeypatch.setattr(scales, "_lapack_potrf", lambda: None)  # as without SciPy: torch.linalg.cholesky_ex
+    torch_path = class_semantic_scales(features, labels, 4)
+    np.testing.assert_allclose(torch_path.numpy(), lapack.numpy(), rtol=1e-12)
+    want = reference_class_scales(features.double().numpy(), labels.numpy(), 4)
+    np.testing.assert_allclose(lapack.numpy(), want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_failed_factorisations_are_recomputed(monkeypatch, dtype):
+    # float32 products are redone in float64; float64 ones by eigenvalues (rounding left them not positive definite)
+    from semscale_hf import scales
+
+    features, labels = _blocked_size_data()
+    features = features.to(dtype)
+    factorise = scales._logdets_lower
+    calls = []
+
+    def fail_every_other(matrix):  # odd calls fail; a float32 retry is then the next, even call
+        calls.append(matrix.shape)
+        logdets, failed = factorise(matrix)
+        if len(calls) % 2 == 1:
+            failed[::2] = True
+            logdets[::2] = float("nan")
+        return logdets, failed
+
+    monkeypatch.setattr(scales, "_logdets_lower", fail_every_other)
+    got = class_semantic_scales(features, labels, 4)
+    want = reference_class_scales(features.double().numpy(), labels.numpy(), 4)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-5)
+    assert len(calls) >= 3
