@@ -99,7 +99,7 @@ class SemScaleBalancer:
         """Semantic scales of the pooled features, float64 `(num_classes,)`; NaN for classes not yet measurable."""
         if self.pool.dim is None:
             return torch.full((self.num_classes,), float("nan"), dtype=torch.float64)
-        features, labels = self.pool.features_and_labels()
+        features, labels = self.pool.storage_and_labels()  # measured in place: empty slots are labelled -100
         scales = class_semantic_scales(
             features,
             labels,

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from semscale_hf._validation import check_labels
+from semscale_hf._validation import IGNORE_INDEX, check_labels
 
 
 __all__ = ["FeaturePool"]
@@ -193,6 +193,23 @@ class FeaturePool:
         classes = torch.arange(self.num_classes, device=self.device)
         counts = self.counts
         return self._features[self._rows(classes, counts)], torch.repeat_interleave(classes, counts)
+
+    def storage_and_labels(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The feature storage itself (not a copy) and one label per storage row: its class, or -100 if empty.
+
+        Scales do not depend on the order of a class's features, so
+        [`~semscale_hf.scales.class_semantic_scales`] measures the pool in place from these, without the copy of
+        [`~FeaturePool.features_and_labels`] (a whole pool: 0.95 GB for ImageNet-LT features of dimension 2048).
+        Do not modify the storage.
+        """
+        if self._features is None:
+            empty_labels = torch.empty(0, dtype=torch.long, device=self.device)
+            return torch.empty(0, 0, dtype=self.dtype, device=self.device), empty_labels
+        classes = torch.arange(self.num_classes, device=self.device)
+        labels = torch.repeat_interleave(classes, self._capacities)
+        slots = torch.arange(labels.shape[0], device=self.device) - self._offsets[labels]
+        # the ring of a class fills its slots from 0 (writes go to slot num_seen % capacity)
+        return self._features, torch.where(slots < self.counts[labels], labels, IGNORE_INDEX)
 
     def reset(self) -> None:
         """Empties every class (the storage stays allocated; stale rows are never read again)."""

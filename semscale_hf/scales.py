@@ -166,16 +166,19 @@ def class_semantic_scales(
     if not compute_dtype.is_floating_point or compute_dtype.itemsize < 4:
         raise ValueError(f"compute_dtype must be torch.float32 or torch.float64, got {compute_dtype}")
 
+    # rows are only ever read through `order`, so ignored rows are dropped from it rather than copied away
     kept = labels != ignore_index
-    if not bool(kept.all()):
-        features, labels = features[kept], labels[kept]
-
+    rows = None if bool(kept.all()) else kept.nonzero().flatten()
+    if rows is not None:
+        labels = labels[rows]
     counts = torch.bincount(labels, minlength=num_classes)
     scales = torch.full((num_classes,), float("nan"), dtype=torch.float64, device=features.device)
     if dim == 0:  # no feature dimension: the determinant of an empty matrix is 1
         scales[counts >= min_count] = 0.0
         return scales
     order = torch.argsort(labels, stable=True)  # row ids grouped by class, without copying the features
+    if rows is not None:
+        order = rows[order]
     starts = (torch.cumsum(counts, 0) - counts).tolist()
     counts_list = counts.tolist()
     measured = sorted((c for c in range(num_classes) if counts_list[c] >= min_count), key=counts_list.__getitem__)

@@ -60,6 +60,19 @@ def assert_matches(pool, reference, dtype=torch.float32, per_class=True):
     expected_labels = torch.repeat_interleave(torch.arange(len(expected_counts)), torch.tensor(expected_counts))
     torch.testing.assert_close(features, expected_features, rtol=0, atol=0)
     assert torch.equal(labels, expected_labels)
+    # in place: the same rows per class, in ring order, and empty slots labelled -100
+    storage, storage_labels = pool.storage_and_labels()
+    if pool.dim is None:
+        assert storage.numel() == storage_labels.numel() == 0
+        return
+    assert storage.shape[0] == storage_labels.shape[0] == sum(pool.capacities.tolist())
+    assert storage.data_ptr() == pool.storage_and_labels()[0].data_ptr()
+    for c, queue in enumerate(reference.queues):
+        got = storage[storage_labels == c].float()
+        expected = torch.tensor(list(queue), dtype=torch.float32).reshape(len(queue), dim)
+        assert got.shape[0] == len(queue)
+        torch.testing.assert_close(got[got[:, 0].argsort()], expected[expected[:, 0].argsort()], rtol=0, atol=0)
+    assert int((storage_labels == -100).sum()) == sum(pool.capacities.tolist()) - sum(expected_counts)
 
 
 @settings(max_examples=60, deadline=None)
@@ -254,3 +267,18 @@ def test_state_before_first_add_round_trips():
     used.add(torch.ones(1, 2), torch.tensor([0]))
     used.load_state_dict(state)  # an empty saved pool empties this one
     assert used.counts.tolist() == [0, 0] and used.dim == 2
+
+
+def test_scales_measured_in_place_equal_scales_of_the_copy():
+    from semscale_hf import class_semantic_scales
+
+    generator = torch.Generator().manual_seed(0)
+    pool = FeaturePool([30, 5, 12, 3], dim=8)
+    for _ in range(7):  # wraps the small rings several times, leaves class 3 partly empty
+        labels = torch.randint(0, 3, (9,), generator=generator)
+        pool.add(torch.randn(9, 8, generator=generator), labels)
+    pool.add(torch.randn(2, 8, generator=generator), torch.tensor([3, 3]))
+    in_place = class_semantic_scales(*pool.storage_and_labels(), 4)
+    copied = class_semantic_scales(*pool.features_and_labels(), 4)
+    torch.testing.assert_close(in_place, copied, rtol=1e-6, atol=0)  # rows in ring order: float32 rounding differs
+    assert torch.isfinite(in_place).all()
