@@ -18,6 +18,7 @@ import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.utils import logging
 
+from ._validation import IGNORE_INDEX
 from .balancer import SemScaleBalancer
 from .capture import FeatureCapture
 
@@ -85,6 +86,9 @@ class SemScaleCallback(TrainerCallback):
         self._hooks: list[Any] = []
         self._capture: FeatureCapture | None = None
         self._labels: torch.Tensor | None = None
+        # measure-only mode under several processes: this step's (features, labels), gathered at the step's end
+        self._staged: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._staged_like: tuple[int, torch.dtype] | None = None
 
     @classmethod
     def attach(cls, trainer: Trainer, **kwargs: Any) -> SemScaleCallback:
@@ -117,6 +121,8 @@ class SemScaleCallback(TrainerCallback):
             self._refresh(state.global_step, control)
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        if self.measure_only:
+            self._gather_staged()
         balancer = self.balancer
         due = (
             state.global_step >= self.warmup_total
@@ -127,12 +133,11 @@ class SemScaleCallback(TrainerCallback):
             self._refresh(state.global_step, control)
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        self._staged = []
         self._stop_measuring()
 
     # ----------------------------------------------------------------------------------------------- internals
     def _refresh(self, step: int, control: TrainerControl) -> None:
-        if self.measure_only:
-            self._sync_measure_only_pool()
         self.balancer.refresh(step)
         if hasattr(self.trainer, "_synchronise_balancer"):
             self.trainer._synchronise_balancer()
@@ -166,20 +171,40 @@ class SemScaleCallback(TrainerCallback):
 
     def _record_batch(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
         features = self._capture.pop() if self._capture is not None else None
-        if self._labels is not None and features is not None and torch.isfinite(features).all():
-            self.balancer.record(features, self._labels)
-        self._labels = None
-
-    def _sync_measure_only_pool(self) -> None:
-        """In measure-only mode every rank pooled its own batches: merge them before measuring."""
-        accelerator = self.trainer.accelerator
-        if accelerator.num_processes == 1 or self.balancer.pool.dim is None:
+        labels, self._labels = self._labels, None
+        if labels is None or features is None:
             return
-        features, labels = self.balancer.pool.features_and_labels()
+        finite = bool(torch.isfinite(features).all())  # a diverged batch is not pooled; the loss is not ours to stop
+        if self.trainer.accelerator.num_processes == 1:
+            if finite:
+                self.balancer.record(features, labels)
+            return
+        if not finite:  # still staged, as ignored rows: every rank must bring a batch to the gather
+            features, labels = torch.zeros_like(features), torch.full_like(labels, IGNORE_INDEX)
+        self._staged.append((features.detach(), labels.detach()))
+
+    def _gather_staged(self) -> None:
+        """Under several processes, pools this step's batches of every rank, in rank order, on every rank.
+
+        Gathering once per optimizer step keeps every rank's pool identical to the pool of one process that saw
+        the same global batches (the order SemScaleTrainer also records in); merging whole pools at a refresh would
+        pool the already merged features again.
+        """
+        accelerator = self.trainer.accelerator
+        if accelerator.num_processes == 1:
+            return
+        if self._staged:
+            features = torch.cat([features for features, _ in self._staged])
+            labels = torch.cat([labels for _, labels in self._staged])
+            self._staged_like = (features.shape[1], features.dtype)
+        else:  # no training forward pass on this rank this step: bring an empty batch to the gather
+            dim, dtype = self._staged_like or (self._capture.dim, torch.float32)
+            features = torch.zeros(0, dim, dtype=dtype, device=accelerator.device)
+            labels = torch.zeros(0, dtype=torch.long, device=accelerator.device)
+        self._staged = []
         features = accelerator.gather(accelerator.pad_across_processes(features.contiguous(), dim=0, pad_index=0))
-        labels = accelerator.gather(accelerator.pad_across_processes(labels, dim=0, pad_index=-100))
-        self.balancer.pool.reset()
-        self.balancer.record(features.to(self.balancer.pool.device), labels.to(self.balancer.pool.device))
+        labels = accelerator.gather(accelerator.pad_across_processes(labels, dim=0, pad_index=IGNORE_INDEX))
+        self.balancer.record(features, labels)
 
     def _stop_measuring(self) -> None:
         for hook in self._hooks:

@@ -1,6 +1,9 @@
-"""Trains a tiny ViT with SemScaleTrainer and writes the final state as JSON; run with torchrun or plain python.
+"""Trains a tiny ViT and writes the final semantic-scale state as JSON; run with torchrun or plain python.
 
-Usage: python tests/distributed_train.py OUTPUT_JSON PER_DEVICE_BATCH
+Usage: python tests/distributed_train.py OUTPUT_JSON PER_DEVICE_BATCH [trainer|callback]
+
+`trainer` (default) trains with SemScaleTrainer; `callback` trains with a plain Trainer and a measure-only
+SemScaleCallback.
 """
 
 import json
@@ -9,16 +12,18 @@ import sys
 import tempfile
 
 import torch
+from transformers import Trainer
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from trainer_utils import digits_dataset, losses, make_args, tiny_vit  # noqa: E402
 
-from semscale_hf import SemScaleTrainer  # noqa: E402
+from semscale_hf import SemScaleCallback, SemScaleTrainer  # noqa: E402
 
 
 def main() -> None:
     output, batch = sys.argv[1], int(sys.argv[2])
+    mode = sys.argv[3] if len(sys.argv) > 3 else "trainer"
     with tempfile.TemporaryDirectory() as directory:
         args = make_args(
             directory,
@@ -28,20 +33,28 @@ def main() -> None:
             ddp_find_unused_parameters=False,
             train_sampling_strategy="sequential",
         )
-        trainer = SemScaleTrainer(model=tiny_vit(), args=args, train_dataset=digits_dataset(counts=[16, 10, 6, 4]))
+        dataset = digits_dataset(counts=[16, 10, 6, 4])
+        if mode == "trainer":
+            trainer = SemScaleTrainer(model=tiny_vit(), args=args, train_dataset=dataset)
+        else:
+            trainer = Trainer(model=tiny_vit(), args=args, train_dataset=dataset)
+            callback = SemScaleCallback.attach(trainer, warmup_steps=2, refresh_steps=3)
         trainer.train()
+        balancer = trainer.balancer if mode == "trainer" else callback.balancer
         accelerator = trainer.accelerator
-        # every rank must hold the same weights: gather them and compare
-        gathered = accelerator.gather(trainer.class_weights.to(accelerator.device)[None])
+        # every rank must hold the same weights and pool: gather them and compare
+        pool = balancer.pool.features_and_labels()[0].flatten().to(torch.float64)
+        state_per_rank = torch.cat([balancer.class_weights, balancer.semantic_scales.nan_to_num(-1.0), pool])
+        gathered = accelerator.gather(state_per_rank.to(accelerator.device)[None])
         identical = all(torch.equal(gathered[0], row) for row in gathered)
         if trainer.is_world_process_zero():
             state = {
                 "world_size": accelerator.num_processes,
                 "identical_across_ranks": identical,
-                "class_weights": trainer.class_weights.tolist(),
-                "semantic_scales": trainer.semantic_scales.tolist(),
-                "pool_counts": trainer.balancer.pool.counts.tolist(),
-                "refreshes": trainer.balancer.num_refreshes,
+                "class_weights": balancer.class_weights.tolist(),
+                "semantic_scales": balancer.semantic_scales.tolist(),
+                "pool_counts": balancer.pool.counts.tolist(),
+                "refreshes": balancer.num_refreshes,
                 "losses": losses(trainer),
                 "classifier": trainer.model.classifier.weight.flatten().tolist(),
             }

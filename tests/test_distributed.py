@@ -17,13 +17,17 @@ def _run(command, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
+def _one_and_two_processes(tmp_path, mode):
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    _run([sys.executable, SCRIPT, str(one), "4", mode], tmp_path)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    _run([*torchrun, SCRIPT, str(two), "2", mode], tmp_path)
+    return json.loads(one.read_text()), json.loads(two.read_text())
+
+
 @pytest.mark.distributed
 def test_two_processes_equal_one_process(tmp_path):
-    one, two = tmp_path / "one.json", tmp_path / "two.json"
-    _run([sys.executable, SCRIPT, str(one), "4"], tmp_path)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    _run([*torchrun, SCRIPT, str(two), "2"], tmp_path)
-    single, double = json.loads(one.read_text()), json.loads(two.read_text())
+    single, double = _one_and_two_processes(tmp_path, "trainer")
     assert single["world_size"] == 1 and double["world_size"] == 2
     assert double["identical_across_ranks"]
     assert double["pool_counts"] == single["pool_counts"] == [16, 10, 6, 4]
@@ -33,3 +37,15 @@ def test_two_processes_equal_one_process(tmp_path):
     assert double["class_weights"] != pytest.approx([1.0] * 4)
     assert double["losses"] == pytest.approx(single["losses"], rel=1e-4)
     assert double["classifier"] == pytest.approx(single["classifier"], rel=1e-3, abs=1e-5)
+
+
+@pytest.mark.distributed
+def test_measure_only_callback_two_processes_equal_one_process(tmp_path):
+    # a plain Trainer: every rank pools its own batches, gathered at each step's end
+    single, double = _one_and_two_processes(tmp_path, "callback")
+    assert single["world_size"] == 1 and double["world_size"] == 2
+    assert double["identical_across_ranks"]
+    assert double["pool_counts"] == single["pool_counts"] == [16, 10, 6, 4]
+    assert double["refreshes"] == single["refreshes"] >= 3
+    assert double["semantic_scales"] == pytest.approx(single["semantic_scales"], rel=1e-4)
+    assert double["losses"] == pytest.approx(single["losses"], rel=1e-4)
