@@ -310,7 +310,8 @@ def _logdets_lower(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     Returns the log-determinants and the mask of failed factorisations. `matrix` is overwritten.
     """
-    if matrix.device.type == "cpu" and matrix.shape[-1] >= _LAPACK_MIN_ORDER and _lapack_potrf() is not None:
+    on_cpu = matrix.device.type == "cpu" and matrix.dtype == torch.float64 and matrix.is_contiguous()
+    if on_cpu and matrix.shape[-1] >= _LAPACK_MIN_ORDER and _lapack_potrf() is not None:
         return _cpu_potrf_logdets(matrix)
     factor, info = torch.linalg.cholesky_ex(matrix)  # reads the lower triangle only
     logdets = 2.0 * factor.diagonal(dim1=-2, dim2=-1).log().sum(-1, dtype=torch.float64)
@@ -326,24 +327,23 @@ def _cpu_potrf_logdets(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     triangle in Fortran order is our lower triangle.
     """
     potrf = _lapack_potrf()
-    logdets = torch.empty(matrix.shape[0], dtype=torch.float64)
-    failed = torch.zeros(matrix.shape[0], dtype=torch.bool)
-    arrays = matrix.contiguous().numpy()
-    for i, array in enumerate(arrays):
+    logdets, failed = [], []
+    for array in matrix.numpy():  # C-contiguous float64: the output of `_lower_symmetric_product`
         factor, info = potrf(array.T, lower=0, clean=0, overwrite_a=1)
-        logdets[i] = 2.0 * float(np.log(np.diagonal(factor)).sum()) if info == 0 else math.nan
-        failed[i] = info != 0 or not math.isfinite(float(logdets[i]))
-    return logdets, failed
+        logdet = 2.0 * float(np.log(np.diagonal(factor)).sum()) if info == 0 else math.nan
+        logdets.append(logdet)
+        failed.append(not math.isfinite(logdet))
+    return torch.tensor(logdets, dtype=torch.float64), torch.tensor(failed)
 
 
 @functools.cache
 def _lapack_potrf():
-    """SciPy's LAPACK `potrf` for the factor dtype, or None where SciPy is missing (torch's path is used then)."""
+    """SciPy's float64 LAPACK `potrf`, or None where SciPy is missing (torch's path is used then)."""
     try:
         from scipy.linalg import lapack
     except ImportError:  # pragma: no cover - scipy comes with scikit-learn
         return None
-    return lapack.dpotrf if _FACTOR_DTYPE == torch.float64 else lapack.spotrf
+    return lapack.dpotrf
 
 
 @contextlib.contextmanager
