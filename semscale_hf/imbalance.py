@@ -115,8 +115,11 @@ def scale_imbalance(
 def pearson_correlation(x: torch.Tensor, y: torch.Tensor) -> float:
     """Pearson correlation over the entries where both are finite; NaN when undefined."""
     x, y = _paired_finite(x, y)
-    if x.numel() < 2:
+    if x.numel() < 2 or bool(x.max() == x.min()) or bool(y.max() == y.min()):  # a constant correlates with nothing
         return float("nan")
+    # correlation is scale-free: dividing by the largest magnitude keeps tiny or huge values from under/overflowing
+    # (the mean of equal tiny values is not always that value, so constant input must be caught before centring)
+    x, y = x / x.abs().max(), y / y.abs().max()
     xc, yc = x - x.mean(), y - y.mean()
     denominator = torch.sqrt((xc * xc).sum() * (yc * yc).sum())
     if float(denominator) == 0.0:
