@@ -56,8 +56,9 @@ _SYMMETRIC_BLOCK = 256
 # Dtype of the Cholesky factorisation of float32 products. float32 was faster on the benchmark CPU but raised the
 # error on low-rank features (tests/test_scales.py) by up to 3.6x, so the factorisation stays in float64.
 _FACTOR_DTYPE = torch.float64
-# On CPU, matrices of at least this order are factorised by LAPACK's potrf in place (see `_cpu_potrf_logdets`).
-_LAPACK_MIN_ORDER = 32
+# On CPU, matrices of at least this order are factorised by LAPACK's potrf in place (see `_cpu_potrf_logdets`);
+# below it torch's one batched call is faster than a call per matrix.
+_LAPACK_MIN_ORDER = 64
 
 
 def semantic_scale(
@@ -346,6 +347,21 @@ def _lapack_potrf():
     return lapack.dpotrf
 
 
+@functools.cache
+def _blas_controller():
+    """threadpoolctl's controller of the loaded BLAS libraries, or None without threadpoolctl.
+
+    Built once: listing the loaded libraries takes ~20 ms in a process that imported transformers, against 0.03 ms
+    for each later `limit`. SciPy's LAPACK is loaded first, so its BLAS is among the listed libraries.
+    """
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return None
+    _lapack_potrf()
+    return ThreadpoolController()
+
+
 @contextlib.contextmanager
 def _lapack_threads(device: torch.device, largest_order: int) -> Iterator[None]:
     """Runs SciPy's BLAS/LAPACK on one thread while scales are computed on CPU.
@@ -357,10 +373,9 @@ def _lapack_threads(device: torch.device, largest_order: int) -> Iterator[None]:
     if device.type != "cpu" or largest_order < _LAPACK_MIN_ORDER or _lapack_potrf() is None:
         yield
         return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+    controller = _blas_controller()
+    if controller is None:  # pragma: no cover - threadpoolctl comes with scikit-learn
         yield
         return
-    with threadpool_limits(limits=1, user_api="blas"):
+    with controller.limit(limits=1, user_api="blas"):
         yield
