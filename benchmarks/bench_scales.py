@@ -173,7 +173,7 @@ def _memory_probe(args: argparse.Namespace) -> None:
     """
     counts = make_counts(args.classes, args.max_count, args.min_count)
     features, labels = make_data(counts, args.probe_dim, args.seed)
-    class_semantic_scales(torch.randn(64, 16), torch.arange(64) % 4, 4)
+    class_semantic_scales(torch.randn(256, 96), torch.arange(256) % 2, 2)  # loads LAPACK (SciPy) too
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     baseline = read_status_kib("VmRSS")
