@@ -21,6 +21,7 @@ from transformers.utils import logging
 from ._validation import IGNORE_INDEX
 from .balancer import SemScaleBalancer
 from .capture import FeatureCapture
+from .gather import gather_batch, real_samples_in_batch
 
 
 if TYPE_CHECKING:
@@ -86,9 +87,8 @@ class SemScaleCallback(TrainerCallback):
         self._hooks: list[Any] = []
         self._capture: FeatureCapture | None = None
         self._labels: torch.Tensor | None = None
-        # measure-only mode under several processes: this step's (features, labels), gathered at the step's end
-        self._staged: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self._staged_like: tuple[int, torch.dtype] | None = None
+        # measure-only mode under several processes: this step's micro-batches, gathered at the step's end
+        self._staged: list[tuple[torch.Tensor, torch.Tensor, int | None]] = []
 
     @classmethod
     def attach(cls, trainer: Trainer, **kwargs: Any) -> SemScaleCallback:
@@ -181,30 +181,19 @@ class SemScaleCallback(TrainerCallback):
             return
         if not finite:  # still staged, as ignored rows: every rank must bring a batch to the gather
             features, labels = torch.zeros_like(features), torch.full_like(labels, IGNORE_INDEX)
-        self._staged.append((features.detach(), labels.detach()))
+        self._staged.append((features.detach(), labels.detach(), real_samples_in_batch(self.trainer.accelerator)))
 
     def _gather_staged(self) -> None:
-        """Under several processes, pools this step's batches of every rank, in rank order, on every rank.
+        """Under several processes, pools this step's micro-batches of every rank, in rank order, on every rank.
 
-        Gathering once per optimizer step keeps every rank's pool identical to the pool of one process that saw
-        the same global batches (the order SemScaleTrainer also records in); merging whole pools at a refresh would
-        pool the already merged features again.
+        Gathering each optimizer step keeps every rank's pool identical to the pool of one process that saw the
+        same global batches (the order SemScaleTrainer records in); merging whole pools at a refresh would pool the
+        already merged features again. Every rank runs the same number of training forward passes per step (DDP
+        requires it), hence the same number of gathers.
         """
-        accelerator = self.trainer.accelerator
-        if accelerator.num_processes == 1:
-            return
-        if self._staged:
-            features = torch.cat([features for features, _ in self._staged])
-            labels = torch.cat([labels for _, labels in self._staged])
-            self._staged_like = (features.shape[1], features.dtype)
-        else:  # no training forward pass on this rank this step: bring an empty batch to the gather
-            dim, dtype = self._staged_like or (self._capture.dim, torch.float32)
-            features = torch.zeros(0, dim, dtype=dtype, device=accelerator.device)
-            labels = torch.zeros(0, dtype=torch.long, device=accelerator.device)
-        self._staged = []
-        features = accelerator.gather(accelerator.pad_across_processes(features.contiguous(), dim=0, pad_index=0))
-        labels = accelerator.gather(accelerator.pad_across_processes(labels, dim=0, pad_index=IGNORE_INDEX))
-        self.balancer.record(features, labels)
+        staged, self._staged = self._staged, []
+        for features, labels, real_samples in staged:
+            self.balancer.record(*gather_batch(self.trainer.accelerator, features, labels, real_samples))
 
     def _stop_measuring(self) -> None:
         for hook in self._hooks:

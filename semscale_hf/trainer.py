@@ -18,6 +18,7 @@ from .callback import SemScaleCallback
 from .capture import FeatureCapture
 from .config import SemScaleTrainingArguments
 from .evaluation import classification_metrics
+from .gather import gather_batch, real_samples_in_batch
 from .hub import HubPushError, HubPushMixin
 from .losses import class_weighted_loss
 
@@ -178,9 +179,7 @@ class SemScaleTrainer(HubPushMixin, Trainer):
         labels = labels.detach()
         accelerator = self.accelerator
         if accelerator.num_processes > 1:
-            # ranks may hold batches of different sizes: pad, gather, and let the pool skip the -100 padding rows
-            features = accelerator.gather(accelerator.pad_across_processes(features.contiguous(), dim=0, pad_index=0))
-            labels = accelerator.gather(accelerator.pad_across_processes(labels, dim=0, pad_index=-100))
+            features, labels = gather_batch(accelerator, features, labels, real_samples_in_batch(accelerator))
         try:
             self.balancer.record(features, labels)  # the pool checks labels and NaN/inf (once, on the hot path)
         except ValueError as error:

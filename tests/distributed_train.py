@@ -1,9 +1,10 @@
 """Trains a tiny ViT and writes the final semantic-scale state as JSON; run with torchrun or plain python.
 
-Usage: python tests/distributed_train.py OUTPUT_JSON PER_DEVICE_BATCH [trainer|callback]
+Usage: python tests/distributed_train.py OUTPUT_JSON PER_DEVICE_BATCH [trainer|callback][-uneven]
 
 `trainer` (default) trains with SemScaleTrainer; `callback` trains with a plain Trainer and a measure-only
-SemScaleCallback.
+SemScaleCallback. `-uneven` trains on 39 samples with 2 accumulation steps, so that the last micro-batch of an epoch
+is not full (with several processes, accelerate's `even_batches` fills it with repeated samples).
 """
 
 import json
@@ -21,9 +22,13 @@ from trainer_utils import digits_dataset, losses, make_args, tiny_vit  # noqa: E
 from semscale_hf import SemScaleCallback, SemScaleTrainer  # noqa: E402
 
 
+COUNTS = {False: [16, 10, 6, 4], True: [16, 10, 6, 7]}  # by `uneven`
+
+
 def main() -> None:
     output, batch = sys.argv[1], int(sys.argv[2])
     mode = sys.argv[3] if len(sys.argv) > 3 else "trainer"
+    uneven = mode.endswith("-uneven")
     with tempfile.TemporaryDirectory() as directory:
         args = make_args(
             directory,
@@ -32,15 +37,16 @@ def main() -> None:
             num_train_epochs=2,
             ddp_find_unused_parameters=False,
             train_sampling_strategy="sequential",
+            gradient_accumulation_steps=2 if uneven else 1,
         )
-        dataset = digits_dataset(counts=[16, 10, 6, 4])
-        if mode == "trainer":
+        dataset = digits_dataset(counts=COUNTS[uneven])
+        if mode.startswith("trainer"):
             trainer = SemScaleTrainer(model=tiny_vit(), args=args, train_dataset=dataset)
         else:
             trainer = Trainer(model=tiny_vit(), args=args, train_dataset=dataset)
             callback = SemScaleCallback.attach(trainer, warmup_steps=2, refresh_steps=3)
         trainer.train()
-        balancer = trainer.balancer if mode == "trainer" else callback.balancer
+        balancer = trainer.balancer if mode.startswith("trainer") else callback.balancer
         accelerator = trainer.accelerator
         # every rank must hold the same weights and pool: gather them and compare
         pool = balancer.pool.features_and_labels()[0].flatten().to(torch.float64)
@@ -54,6 +60,7 @@ def main() -> None:
                 "class_weights": balancer.class_weights.tolist(),
                 "semantic_scales": balancer.semantic_scales.tolist(),
                 "pool_counts": balancer.pool.counts.tolist(),
+                "num_seen": balancer.pool.num_seen.tolist(),
                 "refreshes": balancer.num_refreshes,
                 "losses": losses(trainer),
                 "classifier": trainer.model.classifier.weight.flatten().tolist(),

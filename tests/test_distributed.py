@@ -45,3 +45,17 @@ def test_two_processes_equal_one_process(tmp_path):
 def test_measure_only_callback_two_processes_equal_one_process(tmp_path):
     # a plain Trainer: every rank pools its own batches, gathered at each step's end
     _one_and_two_processes(tmp_path, "callback")
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("mode", ["trainer", "callback"])
+def test_even_batches_repeats_stay_out_of_the_pool(tmp_path, mode):
+    # 39 samples, global micro-batch 4, 2 accumulation steps: the epoch's last micro-batch holds 3 real samples, and
+    # with 2 processes accelerate repeats a sample to fill it; Trainer fetches the whole last window (2 micro-batches)
+    # ahead, so only the second of them may lose its repeated sample
+    output = tmp_path / "two.json"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    _run([*torchrun, SCRIPT, str(output), "2", f"{mode}-uneven"], tmp_path)
+    state = json.loads(output.read_text())
+    assert state["world_size"] == 2 and state["identical_across_ranks"]
+    assert state["num_seen"] == [2 * count for count in [16, 10, 6, 7]]  # 2 epochs, every sample once per epoch
