@@ -274,3 +274,29 @@ def test_failed_factorisations_are_recomputed(monkeypatch, dtype):
     want = reference_class_scales(features.double().numpy(), labels.numpy(), 4)
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-5)
     assert len(calls) >= 3
+
+
+def test_blas_threads_are_limited_only_during_the_call(monkeypatch):
+    # SciPy's BLAS runs on one thread inside the computation (its spinning threads slow torch's down) and gets its
+    # thread count back afterwards: user code keeps its own settings
+    from threadpoolctl import threadpool_info
+
+    from semscale_hf import scales
+
+    seen = []
+    factorise = scales._cpu_potrf_logdets
+
+    def spy(matrix):
+        seen.append(
+            {info["filepath"]: info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
+        )
+        return factorise(matrix)
+
+    monkeypatch.setattr(scales, "_cpu_potrf_logdets", spy)
+    features, labels = _blocked_size_data()
+    scales._blas_controller()  # loads SciPy's BLAS, so that `before` lists it
+    before = {info["filepath"]: info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
+    class_semantic_scales(features, labels, 4)
+    after = {info["filepath"]: info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
+    assert seen and all(set(threads.values()) == {1} for threads in seen)
+    assert after == before
