@@ -311,8 +311,9 @@ def _logdets_lower(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     Returns the log-determinants and the mask of failed factorisations. `matrix` is overwritten.
     """
+    # LAPACK through NumPy on CPU; autograd (features that require grad) needs torch's differentiable factorisation
     on_cpu = matrix.device.type == "cpu" and matrix.dtype == torch.float64 and matrix.is_contiguous()
-    if on_cpu and matrix.shape[-1] >= _LAPACK_MIN_ORDER and _lapack_potrf() is not None:
+    if on_cpu and not matrix.requires_grad and matrix.shape[-1] >= _LAPACK_MIN_ORDER and _lapack_potrf() is not None:
         return _cpu_potrf_logdets(matrix)
     factor, info = torch.linalg.cholesky_ex(matrix)  # reads the lower triangle only
     logdets = 2.0 * factor.diagonal(dim1=-2, dim2=-1).log().sum(-1, dtype=torch.float64)

@@ -300,3 +300,17 @@ def test_blas_threads_are_limited_only_during_the_call(monkeypatch):
     after = {info["filepath"]: info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
     assert seen and all(set(threads.values()) == {1} for threads in seen)
     assert after == before
+
+
+def test_features_that_require_grad_are_differentiated_through_torch():
+    features, labels = _blocked_size_data()
+    leaf = features[:200].double().requires_grad_()
+    scale = semantic_scale(leaf)  # order 199: the LAPACK path without autograd, torch's with it
+    scale.backward()
+    assert torch.isfinite(leaf.grad).all() and leaf.grad.abs().sum() > 0
+    np.testing.assert_allclose(float(scale.detach()), reference_scale(leaf.detach().numpy()), rtol=1e-10)
+    # the gradient of 1/2 log2 det(I + a/m Zc^T Zc) is a/(m ln 2) Zc (I + a/m Zc^T Zc)^-1
+    z = leaf.detach() - leaf.detach().mean(0)
+    m, d = z.shape
+    inverse = torch.linalg.inv(torch.eye(d, dtype=torch.float64) + (d / m) * z.T @ z)
+    torch.testing.assert_close(leaf.grad, (d / (m * math.log(2.0))) * z @ inverse, rtol=1e-6, atol=1e-12)
