@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The project's GPU measurements as one prepared run for a lent GPU machine (the `device` tool, 15 minutes in all):
+# the scale computation at ImageNet-LT size (goal: under 1 s) and SemScaleTrainer's per-step overhead.
+#
+#   bash benchmarks/gpu_checks.sh "$OUT"                 # on the GPU machine, from the repository root
+#   DEVICE=cpu QUICK=1 bash benchmarks/gpu_checks.sh /tmp/gpu_checks   # a dry run of the script here
+#
+# The GPU image has torch, transformers, accelerate, scipy and scikit-learn but not `datasets`, which
+# bench_overhead.py needs (semscale_hf.data); without it that part is skipped with a note. To include it, carry the
+# wheels of datasets and its missing needs (dill, multiprocess) as `.whl` (see the device tool's README) and set
+# WHEELS=.whl. Each part has its own time limit, so one slow part cannot take the whole lease.
+set -uo pipefail
+out="${1:?usage: gpu_checks.sh OUTPUT_DIR}"
+device="${DEVICE:-cuda}"
+mkdir -p "$out"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+if [ -n "${WHEELS:-}" ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$WHEELS"/*.whl &&
+        export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+{
+    date -u
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
+    python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+} 2>&1 | tee "$out/environment.txt"
+
+if [ -n "${QUICK:-}" ]; then shape=(--quick); else shape=(--dims 768 2048 --naive-classes 20); fi
+timeout 360 python3 benchmarks/bench_scales.py --device "$device" "${shape[@]}" --repeats 3 2>&1 |
+    tee "$out/bench_scales_$device.txt"
+
+if python3 -c "import datasets" 2>/dev/null; then
+    repeats=$([ -n "${QUICK:-}" ] && echo 1 || echo 3)
+    timeout 240 python3 benchmarks/bench_overhead.py --device "$device" --repeats "$repeats" 2>&1 |
+        tee "$out/bench_overhead_$device.txt"
+else
+    echo "bench_overhead skipped: the datasets package is missing (carry its wheels, see the header)" |
+        tee "$out/bench_overhead_$device.txt"
+fi
