@@ -47,6 +47,7 @@ from common import (
     mean_std,
     method_overrides,
     read_jsonl,
+    save_figure,
     settings_id,
     study_training_defaults,
     train_and_evaluate,
@@ -253,10 +254,7 @@ def plot_scale_vs_accuracy(records: list[dict[str, Any]], path: Path) -> Path | 
         axis.grid(alpha=0.3)
     axes[0].set_ylabel("per-class test accuracy")
     axes[-1].legend(fontsize=7)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def _line(pairs: list[tuple[float, float]]) -> tuple[float, float]:

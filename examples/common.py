@@ -321,3 +321,13 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], align:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" if a == "l" else "---:" for a in align) + "|"]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def save_figure(figure: Any, path: Path) -> Path:
+    """Writes a pyplot figure as a 120-dpi image (creating the folder) and closes it."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

@@ -53,6 +53,7 @@ from common import (
     mean_std,
     method_overrides,
     read_jsonl,
+    save_figure,
     settings_id,
     study_training_defaults,
     train_and_evaluate,
@@ -446,10 +447,7 @@ def plot_balanced_accuracy(records: list[dict], study: StudyArguments, path: Pat
     axis.grid(axis="y", alpha=0.3)
     axis.legend()
     axis.set_title("Long-tailed digits, ViT: mean ± std over seeds")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 if __name__ == "__main__":

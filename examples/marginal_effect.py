@@ -47,6 +47,7 @@ from common import (
     markdown_table,
     mean_std,
     method_overrides,
+    save_figure,
     study_training_defaults,
     train_and_evaluate,
 )
@@ -277,10 +278,7 @@ def plot_curves(results: dict[str, list[dict[str, Any]]], betas: list[float], pa
     axis.set_xlabel("samples m")
     axis.legend(fontsize=6)
     axis.grid(alpha=0.3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 if __name__ == "__main__":

@@ -51,9 +51,10 @@ _MIN_BUCKET_BYTES = 32 * 2**20
 # A class whose product and factorisation cost at least this many flops is computed alone: its work dwarfs the
 # per-call overhead, and padding it to a bucket's largest class would only add flops (up to 56% in Gram form).
 _SOLO_FLOPS = 5e7
-# Products of at least twice this many rows (Gram form) or columns (scatter form) are computed blockwise.
+# Products of at least 1.5 times this many rows (Gram form) or columns (scatter form) are computed in blocks of
+# about this size.
 _SYMMETRIC_BLOCK = 256
-# Dtype of the Cholesky factorisation of float32 products. float32 was faster on the benchmark CPU but raised the
+# Dtype of the products' results and their Cholesky factorisation, for float32 products too. float32 was faster on the benchmark CPU but raised the
 # error on low-rank features (tests/test_scales.py) by up to 3.6x, so the factorisation stays in float64.
 _FACTOR_DTYPE = torch.float64
 # On CPU, matrices of at least this order are factorised by LAPACK's potrf in place (see `_cpu_potrf_logdets`);
@@ -264,10 +265,9 @@ def _bucket_logdets(
         if padded:
             x[(offsets[None, :] >= counts[:, None] - 1).nonzero(as_tuple=True)] = 0.0
         x = x[:, : rows - 1]  # the last row is zero for every class (its own last row or padding): dropped
-    factor_dtype = _FACTOR_DTYPE if compute_dtype == torch.float32 else compute_dtype
-    matrix = _lower_symmetric_product(x, x.shape[1] <= dim, factor_dtype)
+    matrix = _lower_symmetric_product(x, x.shape[1] <= dim, _FACTOR_DTYPE)  # float64 whatever the compute dtype
     # alpha / m is applied to the small product rather than to the (B, M, d) features
-    matrix *= (alpha / counts.to(torch.float64)).to(factor_dtype)[:, None, None]
+    matrix *= (alpha / counts.to(torch.float64))[:, None, None]
     matrix.diagonal(dim1=-2, dim2=-1).add_(1.0)
     logdets, failed = _logdets_lower(matrix)
     if bool(failed.any()):

@@ -7,14 +7,12 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
+from tiny_configs import bert_config, convnext_config, resnet_config, swin_config
+from trainer_utils import TRAINER_DEFAULTS
 from transformers import (
     AutoModelForImageClassification,
     AutoModelForSequenceClassification,
-    BertConfig,
-    ConvNextConfig,
     DeiTConfig,
-    ResNetConfig,
-    SwinConfig,
     ViTConfig,
 )
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -44,25 +42,9 @@ IMAGE_CONFIGS = {
         lambda: DeiTConfig(**_VIT_SIZES, num_labels=NUM_LABELS, architectures=["DeiTForImageClassification"]),
         32,
     ),
-    "swin": (
-        lambda: SwinConfig(
-            image_size=32,
-            patch_size=4,
-            embed_dim=16,
-            depths=[1, 1],
-            num_heads=[1, 2],
-            window_size=4,
-            num_labels=NUM_LABELS,
-        ),
-        32,  # embed_dim doubles at the one patch merging
-    ),
-    "convnext": (lambda: ConvNextConfig(num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], num_labels=NUM_LABELS), 16),
-    "resnet": (
-        lambda: ResNetConfig(
-            embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", num_labels=NUM_LABELS
-        ),
-        16,
-    ),
+    "swin": (lambda: swin_config(NUM_LABELS), 32),
+    "convnext": (lambda: convnext_config(NUM_LABELS), 16),
+    "resnet": (lambda: resnet_config(NUM_LABELS), 16),
 }
 BERT_DIM = 32
 
@@ -74,16 +56,8 @@ def image_model(name: str, seed: int = 0):
 
 def bert_model(seed: int = 0):
     torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=99,
-        hidden_size=BERT_DIM,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=37,
-        num_labels=NUM_LABELS,
-        hidden_dropout_prob=0.0,  # no dropout: runs with and without checkpointing must match
-        attention_probs_dropout_prob=0.0,
-    )
+    # no dropout: runs with and without checkpointing must match
+    config = bert_config(NUM_LABELS, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     return AutoModelForSequenceClassification.from_config(config)
 
 
@@ -126,21 +100,12 @@ def text_data() -> Dataset:
 
 def make_args(output_dir, **overrides) -> SemScaleTrainingArguments:
     defaults = {
-        "per_device_train_batch_size": 4,
         "max_steps": 5,
-        "learning_rate": 1e-2,
         "lr_scheduler_type": "constant",
-        "logging_steps": 1,
-        "save_strategy": "no",
-        "report_to": [],
-        "use_cpu": True,
-        "disable_tqdm": True,
-        "seed": 0,
         "semscale_warmup_steps": 1,
         "semscale_refresh_steps": 2,
     }
-    defaults.update(overrides)
-    return SemScaleTrainingArguments(output_dir=str(output_dir), **defaults)
+    return SemScaleTrainingArguments(output_dir=str(output_dir), **{**TRAINER_DEFAULTS, **defaults, **overrides})
 
 
 def snapshot(model) -> dict[str, torch.Tensor]:

@@ -2,7 +2,7 @@ import math
 
 import pytest
 import torch
-from trainer_utils import digits_dataset, tiny_vit
+from trainer_utils import TRAINER_DEFAULTS, digits_dataset, tiny_vit
 from transformers import Trainer, TrainingArguments
 
 from semscale_hf import SemScaleCallback, class_semantic_scales
@@ -10,19 +10,8 @@ from semscale_hf import SemScaleCallback, class_semantic_scales
 
 def test_measure_only_on_plain_trainer_logs_scales_and_leaves_training_alone(tmp_path):
     data = digits_dataset(counts=[16, 10, 6, 4])
-    common = {
-        "per_device_train_batch_size": 4,
-        "learning_rate": 1e-2,
-        "num_train_epochs": 2,
-        "logging_steps": 1,
-        "save_strategy": "no",
-        "report_to": [],
-        "use_cpu": True,
-        "disable_tqdm": True,
-        "seed": 0,
-    }
-    watched_args = TrainingArguments(output_dir=str(tmp_path / "watched"), **common)
-    plain_args = TrainingArguments(output_dir=str(tmp_path / "plain"), **common)
+    watched_args = TrainingArguments(output_dir=str(tmp_path / "watched"), **TRAINER_DEFAULTS)
+    plain_args = TrainingArguments(output_dir=str(tmp_path / "plain"), **TRAINER_DEFAULTS)
     watched = Trainer(model=tiny_vit(), args=watched_args, train_dataset=data)
     callback = SemScaleCallback.attach(watched, warmup_steps=3, refresh_steps=4)
     watched.train()

@@ -3,16 +3,13 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_configs import bert_config, convnext_config, resnet_config, swin_config
 from torch import nn
 from transformers import (
     AutoModelForImageClassification,
     AutoModelForSequenceClassification,
-    BertConfig,
-    ConvNextConfig,
     DeiTConfig,
     DeiTForImageClassification,
-    ResNetConfig,
-    SwinConfig,
     ViTConfig,
 )
 
@@ -34,31 +31,13 @@ def build_model(name: str, num_labels: int = NUM_LABELS) -> nn.Module:
         # the auto mapping for deit holds a tuple of classes and cannot build from a bare config
         return DeiTForImageClassification(DeiTConfig(**_VIT_SIZES, hidden_dropout_prob=0.1, num_labels=num_labels))
     elif name == "swin":
-        config = SwinConfig(
-            image_size=32,
-            patch_size=4,
-            embed_dim=16,
-            depths=[1, 1],
-            num_heads=[1, 2],
-            window_size=4,
-            num_labels=num_labels,
-        )
+        config = swin_config(num_labels)
     elif name == "convnext":
-        config = ConvNextConfig(num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], num_labels=num_labels)
+        config = convnext_config(num_labels)
     elif name == "resnet":
-        config = ResNetConfig(
-            embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", num_labels=num_labels
-        )
+        config = resnet_config(num_labels)
     elif name == "bert":
-        config = BertConfig(
-            vocab_size=99,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=37,
-            num_labels=num_labels,
-        )
-        return AutoModelForSequenceClassification.from_config(config)
+        return AutoModelForSequenceClassification.from_config(bert_config(num_labels))
     else:
         raise ValueError(name)
     return AutoModelForImageClassification.from_config(config)

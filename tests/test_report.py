@@ -212,21 +212,10 @@ def test_plots_use_no_pyplot_state(report, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_vit_dir(tmp_path_factory):
-    from transformers import ViTConfig, ViTForImageClassification
+    from trainer_utils import tiny_vit
 
-    torch.manual_seed(0)
-    config = ViTConfig(
-        image_size=8,
-        patch_size=4,
-        num_channels=1,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        num_labels=10,
-    )
     directory = tmp_path_factory.mktemp("tiny_vit")
-    ViTForImageClassification(config).save_pretrained(directory)
+    tiny_vit(num_labels=10).save_pretrained(directory)  # 1 x 8 x 8 images, hidden size 16
     return directory
 
 

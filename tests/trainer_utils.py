@@ -47,24 +47,28 @@ def digits_dataset(
     return Dataset.from_dict({"pixel_values": images[rows], "labels": labels}).with_format("torch")
 
 
+# Trainer arguments every tiny test run shares (also for plain `TrainingArguments`)
+TRAINER_DEFAULTS = {
+    "per_device_train_batch_size": 4,
+    "learning_rate": 1e-2,
+    "num_train_epochs": 2,
+    "logging_steps": 1,
+    "save_strategy": "no",
+    "report_to": [],
+    "use_cpu": True,
+    "disable_tqdm": True,
+    "seed": 0,
+}
+
+
 def make_args(output_dir, **overrides) -> SemScaleTrainingArguments:
     defaults = {
-        "per_device_train_batch_size": 4,
         "per_device_eval_batch_size": 16,
-        "learning_rate": 1e-2,
-        "num_train_epochs": 2,
-        "logging_steps": 1,
-        "save_strategy": "no",
-        "report_to": [],
-        "use_cpu": True,
-        "disable_tqdm": True,
-        "seed": 0,
         "lr_scheduler_type": "constant",
         "semscale_warmup_steps": 2,
         "semscale_refresh_steps": 3,
     }
-    defaults.update(overrides)
-    return SemScaleTrainingArguments(output_dir=str(output_dir), **defaults)
+    return SemScaleTrainingArguments(output_dir=str(output_dir), **{**TRAINER_DEFAULTS, **defaults, **overrides})
 
 
 def losses(trainer) -> list[float]:
