@@ -50,8 +50,8 @@ def main() -> None:
         import numpy as np
         import torch
 
-        from semscale_hf.metric_loading import load_metric
         from semscale_hf.metrics import semantic_scale_metric
+        from semscale_hf.metrics.loading import load_metric
 
         generator = torch.Generator().manual_seed(0)
         labels = torch.randint(0, args.num_classes, (args.num_samples,), generator=generator)

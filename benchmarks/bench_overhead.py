@@ -53,10 +53,10 @@ from transformers import (
 )
 
 from semscale_hf import SemScaleTrainer, SemScaleTrainingArguments
-from semscale_hf._validation import check_labels
+from semscale_hf.core._validation import check_labels
+from semscale_hf.core.losses import class_weighted_loss
+from semscale_hf.core.pool import FeaturePool
 from semscale_hf.data import dataset_to_tensors, load_digits_dataset, make_long_tailed
-from semscale_hf.losses import class_weighted_loss
-from semscale_hf.pool import FeaturePool
 
 
 GOAL_OVERHEAD = 0.05

@@ -103,7 +103,7 @@ def cholesky_throughput(device: torch.device, sizes: tuple[int, ...] = (256, 512
     """Best float64 Cholesky throughput in flop/s (n^3 / 3 flops), as the library computes it.
 
     CPU: SciPy's LAPACK potrf in place, on one thread and on all threads (`semantic_scale` uses one, see
-    `semscale_hf.scales._lapack_threads`); CUDA: `torch.linalg.cholesky_ex` on a batch of 8.
+    `semscale_hf.core._linalg.lapack_threads`); CUDA: `torch.linalg.cholesky_ex` on a batch of 8.
     """
     per_size = {}
     for n in sizes:

@@ -61,8 +61,8 @@ from semscale_hf import (
     scale_imbalance,
     spearman_correlation,
 )
+from semscale_hf.core import effective_number, parse_alpha
 from semscale_hf.data import dataset_to_tensors, load_long_tailed_digits
-from semscale_hf.weights import effective_number
 
 
 logger = logging.getLogger("balanced_bias")
@@ -145,8 +145,8 @@ def run_seed(
     pixels, pixel_labels = dataset_to_tensors(splits["train"], 8, num_channels=1)
     scales = {
         "pool": trainer.semantic_scales,
-        "features": class_semantic_scales(features, train.labels, num_classes, alpha=args.scale_alpha),
-        "pixels": class_semantic_scales(pixels.flatten(1), pixel_labels, num_classes, alpha=args.scale_alpha),
+        "features": class_semantic_scales(features, train.labels, num_classes, alpha=parse_alpha(args.semscale_alpha)),
+        "pixels": class_semantic_scales(pixels.flatten(1), pixel_labels, num_classes, alpha=parse_alpha(args.semscale_alpha)),
     }
     counts_tensor = torch.tensor(counts, dtype=torch.float64)
     compared = {"count": counts_tensor, "effective number": effective_number(counts_tensor)}

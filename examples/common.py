@@ -23,9 +23,9 @@ import torch
 from transformers import AutoModelForImageClassification, PrinterCallback, ResNetConfig, ViTConfig
 
 from semscale_hf import SemScaleTrainer, SemScaleTrainingArguments
-from semscale_hf.capture import FeatureCapture
+from semscale_hf.commands.demo import DEMO_TRAINING_DEFAULTS
+from semscale_hf.core.capture import FeatureCapture
 from semscale_hf.data import class_counts, dataset_to_tensors
-from semscale_hf.demo import DEMO_TRAINING_DEFAULTS
 
 
 __all__ = [

@@ -61,8 +61,8 @@ from common import (
 from transformers import HfArgumentParser
 
 from semscale_hf import SemScaleTrainingArguments, pearson_correlation, spearman_correlation
+from semscale_hf.core.weights import effective_number
 from semscale_hf.data import load_long_tailed_digits
-from semscale_hf.weights import effective_number
 
 
 logger = logging.getLogger("long_tailed_study")

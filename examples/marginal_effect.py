@@ -54,6 +54,7 @@ from common import (
 from transformers import HfArgumentParser
 
 from semscale_hf import SemScaleTrainingArguments, marginal_effect
+from semscale_hf.core import parse_alpha
 from semscale_hf.data import dataset_to_tensors, load_long_tailed_digits
 
 
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         results[source] = []
         for c in classes:
             effect = marginal_effect(
-                features[train.labels == c], repeats=marginal.repeats, seed=seed, alpha=base_args.scale_alpha
+                features[train.labels == c], repeats=marginal.repeats, seed=seed, alpha=parse_alpha(base_args.semscale_alpha)
             )
             results[source].append(describe(c, effect, marginal.effective_number_betas))
         logger.info(f"{source}: median tau {statistics.median(r['tau'] for r in results[source]):.1f} samples")

@@ -17,7 +17,7 @@ from transformers import AutoModelForImageClassification, ViTConfig
 
 from semscale_hf import SemScaleTrainer, SemScaleTrainingArguments
 from semscale_hf.data import load_long_tailed_digits, make_image_transform
-from semscale_hf.model_card import SemScaleReport
+from semscale_hf.hub import card_data_from_trainer
 
 
 HERE = Path(__file__).resolve().parent
@@ -68,7 +68,7 @@ def _run(output_dir: str) -> None:
     )
     trainer = SemScaleTrainer(model=model, args=args, train_dataset=train, eval_dataset=test)
     trainer.train()
-    report = SemScaleReport.from_trainer(
+    report = card_data_from_trainer(
         trainer,
         dataset_tags="digits-lt",
         dataset="scikit-learn digits, long-tailed train split (imbalance factor 10), balanced test split",

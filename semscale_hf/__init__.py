@@ -10,62 +10,83 @@ from typing import TYPE_CHECKING, Any
 
 
 if TYPE_CHECKING:
-    from .callback import SemScaleCallback
-    from .config import SemScaleTrainingArguments
-    from .evaluation import many_medium_few_accuracy, per_class_accuracy, shot_groups
-    from .features import ExtractedFeatures, extract_features, load_features, save_features
-    from .hub import HubPushError
-    from .imbalance import ScaleImbalance, pearson_correlation, scale_imbalance, spearman_correlation
-    from .marginal import MarginalEffect, SaturatingFit, fit_saturating_curve, marginal_effect
-    from .metric_loading import load_metric, register_evaluate_module
-    from .metrics import semantic_scale_metric
-    from .report import ClassReport, SemanticScaleReport
-    from .scales import class_semantic_scales, semantic_scale
-    from .stats import (
+    from .analysis import (
+        ClassReport,
+        ExtractedFeatures,
+        MarginalEffect,
+        SaturatingFit,
+        ScaleImbalance,
+        SemanticScaleReport,
+        extract_features,
+        fit_saturating_curve,
+        load_features,
+        many_medium_few_accuracy,
+        marginal_effect,
+        pearson_correlation,
+        per_class_accuracy,
+        save_features,
+        scale_imbalance,
+        shot_groups,
+        spearman_correlation,
+    )
+    from .core import (
         ClassMoments,
+        blend_weights,
+        class_semantic_scales,
+        effective_number,
+        effective_number_weights,
         init_moments,
+        inverse_frequency_weights,
         merge_moments,
         moments_from_features,
         scales_from_moments,
+        scales_to_weights,
+        semantic_scale,
         update_moments,
     )
-    from .trainer import SemScaleTrainer
-    from .weights import (
-        blend_weights,
-        effective_number,
-        effective_number_weights,
-        inverse_frequency_weights,
-        scales_to_weights,
-    )
+    from .metrics import semantic_scale_metric
+    from .metrics.loading import load_metric, register_evaluate_module
+    from .training import HubPushError, SemScaleCallback, SemScaleTrainer, SemScaleTrainingArguments
 
+# the subpackage (or module) that defines each public name; imported on first use of one of its names
 _SUBMODULE_EXPORTS = {
-    "callback": ("SemScaleCallback",),
-    "config": ("SemScaleTrainingArguments",),
-    "evaluation": ("many_medium_few_accuracy", "per_class_accuracy", "shot_groups"),
-    "features": ("ExtractedFeatures", "extract_features", "load_features", "save_features"),
-    "hub": ("HubPushError",),
-    "imbalance": ("ScaleImbalance", "pearson_correlation", "scale_imbalance", "spearman_correlation"),
-    "marginal": ("MarginalEffect", "SaturatingFit", "fit_saturating_curve", "marginal_effect"),
-    "metric_loading": ("load_metric", "register_evaluate_module"),
-    "metrics": ("semantic_scale_metric",),
-    "report": ("ClassReport", "SemanticScaleReport"),
-    "scales": ("class_semantic_scales", "semantic_scale"),
-    "stats": (
+    "analysis": (
+        "ClassReport",
+        "ExtractedFeatures",
+        "MarginalEffect",
+        "SaturatingFit",
+        "ScaleImbalance",
+        "SemanticScaleReport",
+        "extract_features",
+        "fit_saturating_curve",
+        "load_features",
+        "many_medium_few_accuracy",
+        "marginal_effect",
+        "pearson_correlation",
+        "per_class_accuracy",
+        "save_features",
+        "scale_imbalance",
+        "shot_groups",
+        "spearman_correlation",
+    ),
+    "core": (
         "ClassMoments",
+        "blend_weights",
+        "class_semantic_scales",
+        "effective_number",
+        "effective_number_weights",
         "init_moments",
+        "inverse_frequency_weights",
         "merge_moments",
         "moments_from_features",
         "scales_from_moments",
+        "scales_to_weights",
+        "semantic_scale",
         "update_moments",
     ),
-    "trainer": ("SemScaleTrainer",),
-    "weights": (
-        "blend_weights",
-        "effective_number",
-        "effective_number_weights",
-        "inverse_frequency_weights",
-        "scales_to_weights",
-    ),
+    "metrics": ("semantic_scale_metric",),
+    "metrics.loading": ("load_metric", "register_evaluate_module"),
+    "training": ("HubPushError", "SemScaleCallback", "SemScaleTrainer", "SemScaleTrainingArguments"),
 }
 _SUBMODULE_OF = {name: module for module, names in _SUBMODULE_EXPORTS.items() for name in names}
 

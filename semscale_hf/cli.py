@@ -1,4 +1,4 @@
-"""The `semscale` command: `semscale demo`, `semscale analyze`, `semscale install-metric`."""
+"""The `semscale` command (also `python -m semscale_hf`): `semscale demo`, `semscale analyze`, `semscale install-metric`."""
 
 from __future__ import annotations
 
@@ -9,17 +9,17 @@ import sys
 # subcommand -> (module, function, one-line help); modules are imported only when their command runs
 COMMANDS = {
     "demo": (
-        "semscale_hf.demo",
+        "semscale_hf.commands.demo",
         "main",
         "train a small ViT with SemScaleTrainer on long-tailed digits (the main job)",
     ),
     "analyze": (
-        "semscale_hf.analyze",
+        "semscale_hf.commands.analyze",
         "analyze_main",
         "per-class semantic-scale report and plots for a model and data",
     ),
     "install-metric": (
-        "semscale_hf.metric_loading",
+        "semscale_hf.commands.install_metric",
         "install_metric_main",
         'make evaluate.load("semantic_scale") work offline (one-time)',
     ),

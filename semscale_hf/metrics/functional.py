@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import check_features
-from ..evaluation import per_class_accuracy
-from ..imbalance import scale_imbalance
-from ..scales import class_semantic_scales
+from ..analysis.evaluation import overall_accuracy, per_class_accuracy
+from ..analysis.imbalance import scale_imbalance
+from ..core._validation import check_features
+from ..core.scales import class_semantic_scales
 
 
 __all__ = ["semantic_scale_metric"]
@@ -120,7 +120,7 @@ def semantic_scale_metric(
         "scale_kl_uniform": imbalance.kl_from_uniform,
     }
     if accuracies is not None:
-        result["accuracy"] = float((predictions == labels).double().mean())
+        result["accuracy"] = overall_accuracy(predictions, labels)
         result["per_class_accuracy"] = _nan_to_none(accuracies.tolist())
         result["pearson_scale_accuracy"] = imbalance.pearson_scale_accuracy
         result["spearman_scale_accuracy"] = imbalance.spearman_scale_accuracy

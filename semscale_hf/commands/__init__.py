@@ -1,0 +1,1 @@
+"""The `semscale` subcommands: `demo`, `analyze`, `install-metric` (argument parsing and printing only)."""

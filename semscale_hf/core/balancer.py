@@ -1,0 +1,213 @@
+"""The state of dynamic semantic-scale-balanced learning: feature pool, scales, class weights and stage.
+
+`SemScaleBalancer` owns the mutable training state and turns it into class weights; it knows nothing of the
+Trainer or of processes (the trainer gathers features across processes before `record`, so every rank holds the
+same pool and computes the same weights). The two stages after construction:
+
+* `"warmup"`: the loss is unweighted while the pool fills;
+* `"balanced"`: after the first `refresh()`, the loss uses `class_weights`, recomputed at every later refresh.
+
+This module imports only torch and safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from . import metric_keys as keys
+from .pool import FeaturePool
+from .scales import class_semantic_scales
+from .weights import WEIGHTINGS, blend_weights, class_weights_by
+
+
+__all__ = ["POOL_FILE", "STATE_FILE", "SemScaleBalancer"]
+
+STATE_FILE = "semscale_state.safetensors"
+"""Weights, scales, counts and stage: small, saved with every model save (and pushed to the Hub)."""
+POOL_FILE = "semscale_pool.safetensors"
+"""The feature pool: saved in checkpoints only, for an exact resume."""
+
+
+class SemScaleBalancer:
+    """Feature pool plus the rule that turns it into class weights.
+
+    Args:
+        class_counts (`Sequence[int]`): training samples per class; the pool capacity of each class (capped by
+            `pool_max_per_class`) and the count-based baselines come from it.
+        weighting (`str`, *optional*, defaults to `"semantic_scale"`): a key of [`~semscale_hf.core.weights.WEIGHTINGS`]:
+            `"semantic_scale"`, `"effective_number"`, `"inverse_frequency"` or `"none"` (scales are still measured
+            and reported, the weights stay 1).
+        Remaining keyword arguments: as the `semscale_*` fields of [`SemScaleTrainingArguments`].
+    """
+
+    def __init__(
+        self,
+        class_counts: Sequence[int],
+        *,
+        weighting: str = "semantic_scale",
+        power: float = 1.0,
+        momentum: float = 0.0,
+        weight_min: float | None = None,
+        weight_max: float | None = None,
+        alpha: float | str = "dim",
+        center: bool = True,
+        normalize: bool = False,
+        min_count: int = 2,
+        pool_max_per_class: int | None = None,
+        pool_dtype: torch.dtype = torch.float32,
+        pool_device: torch.device | str = "cpu",
+        effective_number_beta: float = 0.9999,
+    ) -> None:
+        counts = torch.as_tensor(list(class_counts), dtype=torch.long)
+        if counts.ndim != 1 or counts.numel() == 0 or bool((counts < 0).any()):
+            raise ValueError(
+                f"class_counts must be a non-empty list of non-negative integers, got {list(class_counts)}"
+            )
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {weighting!r}; pass one of {sorted(WEIGHTINGS)}")
+        self.class_counts = counts
+        self.weighting = weighting
+        self.power, self.momentum = power, momentum
+        self.weight_min, self.weight_max = weight_min, weight_max
+        self.alpha, self.center, self.normalize, self.min_count = alpha, center, normalize, min_count
+        self.effective_number_beta = effective_number_beta
+        capacities = counts if pool_max_per_class is None else counts.clamp_max(pool_max_per_class)
+        self.pool = FeaturePool(capacities, dtype=pool_dtype, device=pool_device)
+        num_classes = counts.numel()
+        self.class_weights = torch.ones(num_classes, dtype=torch.float64)
+        self.semantic_scales = torch.full((num_classes,), float("nan"), dtype=torch.float64)
+        self.stage = "warmup"
+        self.num_refreshes = 0
+        self.last_refresh_step = 0
+
+    @property
+    def num_classes(self) -> int:
+        return self.class_counts.numel()
+
+    def record(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Writes a batch of features into the pool (labels -100 are skipped; the pool detaches and checks them)."""
+        self.pool.add(features, labels)
+
+    def loss_weights(self) -> torch.Tensor | None:
+        """Class weights for the loss now: `None` (unweighted) during warm-up or without re-weighting."""
+        if self.stage == "warmup" or self.weighting == "none":
+            return None
+        return self.class_weights
+
+    def measure(self) -> torch.Tensor:
+        """Semantic scales of the pooled features, float64 `(num_classes,)`; NaN for classes not yet measurable."""
+        if self.pool.dim is None:
+            return torch.full((self.num_classes,), float("nan"), dtype=torch.float64)
+        features, labels = self.pool.storage_and_labels()  # measured in place: empty slots are labelled -100
+        scales = class_semantic_scales(
+            features,
+            labels,
+            self.num_classes,
+            alpha=self.alpha,
+            center=self.center,
+            normalize=self.normalize,
+            min_count=self.min_count,
+        )
+        return scales.cpu()
+
+    def refresh(self, step: int) -> None:
+        """Measures the scales, recomputes the weights and enters (or stays in) the balanced stage."""
+        self.semantic_scales = self.measure()
+        new = class_weights_by(
+            self.weighting,
+            self.semantic_scales,
+            self.class_counts,
+            power=self.power,
+            beta=self.effective_number_beta,
+            w_min=self.weight_min,
+            w_max=self.weight_max,
+        )
+        previous = self.class_weights if self.num_refreshes > 0 else None
+        self.class_weights = blend_weights(new, previous, self.momentum)
+        self.stage = "balanced"
+        self.num_refreshes += 1
+        self.last_refresh_step = step
+
+    def summary(self, per_class_max: int = 20, names: Sequence[str] | None = None) -> dict[str, float]:
+        """Flat `semscale/*` scalars for `Trainer.log`; per-class values when there are at most `per_class_max` classes."""
+        weights, scales = self.class_weights, self.semantic_scales
+        measured = scales[torch.isfinite(scales)]
+        logs = {
+            keys.STAGE: 0.0 if self.stage == "warmup" else 1.0,
+            keys.REFRESHES: float(self.num_refreshes),
+            keys.WEIGHT_MIN: float(weights.min()),
+            keys.WEIGHT_MEAN: float(weights.mean()),
+            keys.WEIGHT_MAX: float(weights.max()),
+            keys.CLASSES_MEASURED: float(measured.numel()),
+            keys.POOL_FEATURES: float(self.pool.counts.sum()),
+        }
+        if measured.numel():
+            low = float(measured.min())
+            logs[keys.SCALE_MIN] = low
+            logs[keys.SCALE_MEAN] = float(measured.mean())
+            logs[keys.SCALE_MAX] = float(measured.max())
+            logs[keys.IMBALANCE_RATIO] = float(measured.max()) / low if low > 0 else float("inf")
+        if self.num_classes <= per_class_max:
+            labels = list(names) if names is not None else [str(c) for c in range(self.num_classes)]
+            for label, weight, scale in zip(labels, weights.tolist(), scales.tolist(), strict=True):
+                logs[keys.class_weight(label)] = weight
+                logs[keys.class_scale(label)] = scale
+        return logs
+
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """Tensors and string metadata of the small state (everything but the pool)."""
+        tensors = {
+            "class_weights": self.class_weights.contiguous(),
+            "semantic_scales": self.semantic_scales.contiguous(),
+            "class_counts": self.class_counts.contiguous(),
+            "pool_counts": self.pool.counts.cpu().contiguous(),
+        }
+        metadata = {
+            "stage": self.stage,
+            "num_refreshes": str(self.num_refreshes),
+            "last_refresh_step": str(self.last_refresh_step),
+            "weighting": self.weighting,
+            "settings": json.dumps(
+                {"power": self.power, "momentum": self.momentum, "alpha": self.alpha, "center": self.center}
+            ),
+        }
+        return tensors, metadata
+
+    def save(self, directory: str | os.PathLike, *, include_pool: bool) -> None:
+        """Writes `STATE_FILE` (and `POOL_FILE` when `include_pool`) into `directory`, as safetensors."""
+        os.makedirs(directory, exist_ok=True)
+        tensors, metadata = self.state_dict()
+        save_file(tensors, os.path.join(directory, STATE_FILE), metadata=metadata)
+        if include_pool and self.pool.dim is not None:
+            pool_state = {k: v.cpu().contiguous() for k, v in self.pool.state_dict().items()}
+            save_file(pool_state, os.path.join(directory, POOL_FILE))
+
+    def load(self, directory: str | os.PathLike) -> bool:
+        """Restores what `save` wrote; returns False when `directory` holds no semscale state."""
+        path = os.path.join(directory, STATE_FILE)
+        if not os.path.isfile(path):
+            return False
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        tensors = load_file(path)
+        if tensors["class_weights"].shape != self.class_weights.shape:
+            raise ValueError(
+                f"the checkpoint holds weights for {tensors['class_weights'].numel()} classes, "
+                f"the model has {self.num_classes}"
+            )
+        self.class_weights = tensors["class_weights"].to(torch.float64)
+        self.semantic_scales = tensors["semantic_scales"].to(torch.float64)
+        self.stage = metadata.get("stage", "balanced")
+        self.num_refreshes = int(metadata.get("num_refreshes", 0))
+        self.last_refresh_step = int(metadata.get("last_refresh_step", 0))
+        pool_path = os.path.join(directory, POOL_FILE)
+        if os.path.isfile(pool_path):
+            self.pool.load_state_dict(load_file(pool_path, device=str(self.pool.device)))
+        return True

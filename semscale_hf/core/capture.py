@@ -1,0 +1,184 @@
+"""Capture of the classification head's input (the penultimate features) with a forward pre-hook."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+import torch
+from torch import nn
+
+from ._validation import check_int
+
+
+__all__ = ["FeatureCapture", "find_classifier_head"]
+
+# How many candidate names an error message lists before it abbreviates.
+_MAX_LISTED = 20
+
+
+def _describe_linears(model: nn.Module) -> str:
+    linears = [f"{name} (out_features={module.out_features})" for name, module in _named_linears(model)]
+    if not linears:
+        return "the model has no nn.Linear at all"
+    shown = ", ".join(linears[-_MAX_LISTED:])
+    if len(linears) > _MAX_LISTED:
+        shown = f"... {len(linears) - _MAX_LISTED} more, " + shown
+    return f"nn.Linear modules found: {shown}"
+
+
+def _named_linears(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Linear]]:
+    return [
+        (f"{prefix}.{name}" if prefix and name else prefix or name, sub)
+        for name, sub in module.named_modules()
+        if isinstance(sub, nn.Linear)
+    ]
+
+
+def find_classifier_head(model: nn.Module, num_labels: int) -> tuple[str, nn.Linear]:
+    """Finds the classification head of `model`: the last `nn.Linear` with `out_features == num_labels`.
+
+    This covers the `classifier` of ViT, DeiT, Swin, ConvNeXt, BEiT, BERT, ..., the `classifier.1` of ResNet, RegNet
+    and BiT (an `nn.Sequential(Flatten, Linear)`), and the `fc`/`head`/`score` of others. When `num_labels` equals a
+    hidden size, an inner layer can match too; the head, applied last, is registered last. Models with two heads
+    (DeiT with teacher, LeViT, SwiftFormer) need an explicit `feature_module`.
+
+    Args:
+        model (`nn.Module`):
+            The classification model.
+        num_labels (`int`):
+            Number of classes, i.e. the head's `out_features` (`model.config.num_labels` for transformers models).
+
+    Returns:
+        `tuple[str, nn.Linear]`: the module's qualified name (as in `model.named_modules()`) and the module.
+
+    Raises:
+        `ValueError`: if no `nn.Linear` has `out_features == num_labels`; the message lists the linear layers found.
+
+    Example:
+
+    >>> from torch import nn
+
+from ._validation import check_int
+    >>> model = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 2))
+    >>> find_classifier_head(model, num_labels=2)[0]
+    '2'
+    """
+    hits = [(name, module) for name, module in _named_linears(model) if module.out_features == num_labels]
+    if not hits:
+        raise ValueError(
+            f"No nn.Linear with out_features={num_labels} (num_labels) in {type(model).__name__}; "
+            f"{_describe_linears(model)}. Check num_labels, or pass feature_module with the head's name."
+        )
+    return hits[-1]
+
+
+def _resolve_named_head(model: nn.Module, feature_module: str, num_labels: int) -> tuple[str, nn.Linear]:
+    modules = dict(model.named_modules())
+    if feature_module not in modules:
+        raise ValueError(
+            f"feature_module={feature_module!r} is not a module of {type(model).__name__}; "
+            f"{_describe_linears(model)}. Pass one of these names (or None to detect the head)."
+        )
+    module = modules[feature_module]
+    if isinstance(module, nn.Linear):
+        name, head = feature_module, module
+    else:
+        # A container such as ResNet's `classifier = nn.Sequential(Flatten, Linear)`: its own input is [B, C, 1, 1],
+        # the input of its last Linear is the 2-D feature matrix the head really multiplies.
+        inner = _named_linears(module, prefix=feature_module)
+        if not inner:
+            raise ValueError(
+                f"feature_module={feature_module!r} is a {type(module).__name__} with no nn.Linear inside; "
+                f"{_describe_linears(model)}. Pass the name of the layer that produces the logits."
+            )
+        name, head = inner[-1]
+    if head.out_features != num_labels:
+        raise ValueError(
+            f"feature_module={feature_module!r} resolves to {name!r} with out_features={head.out_features}, "
+            f"but num_labels={num_labels}. Pass the module that produces the logits, or fix num_labels."
+        )
+    return name, head
+
+
+class FeatureCapture:
+    """Keeps the input of a model's classification head from the latest forward pass.
+
+    A forward pre-hook on the head stores its input, detached. Each call overwrites the previous one and nothing
+    accumulates, so a forward pass that runs again (gradient checkpointing) cannot double-count: the caller reads
+    [`~FeatureCapture.features`] once per step. Use as a context manager or call [`~FeatureCapture.close`].
+
+    Args:
+        model (`nn.Module`):
+            The classification model, unwrapped (not the `DistributedDataParallel` wrapper; the hook on the inner
+            module still fires under DDP).
+        num_labels (`int`):
+            Number of classes; the head's `out_features` must equal it.
+        feature_module (`str`, *optional*):
+            Qualified name of the head, e.g. `"classifier"`. A container (ResNet's `nn.Sequential(Flatten, Linear)`)
+            resolves to its last `nn.Linear`. Defaults to the last `nn.Linear` with `out_features == num_labels`
+            (see [`find_classifier_head`]).
+
+    Attributes:
+        features (`torch.Tensor` of shape `(batch, dim)` or `None`):
+            The head input of the latest forward pass (detached, in the dtype the head received), or `None`.
+        module_name (`str`):
+            Qualified name of the hooked `nn.Linear`.
+        head (`nn.Linear`):
+            The hooked module; `F.linear(features, head.weight, head.bias)` gives the logits.
+        dim (`int`):
+            Feature dimension (the head's `in_features`).
+
+    Example:
+
+    >>> import torch
+    >>> from torch import nn
+
+from ._validation import check_int
+    >>> model = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 2))
+    >>> with FeatureCapture(model, num_labels=2) as capture:
+    ...     logits = model(torch.randn(4, 10))
+    ...     features = capture.pop()
+    >>> features.shape, capture.module_name, capture.features
+    (torch.Size([4, 20]), '2', None)
+    """
+
+    def __init__(self, model: nn.Module, num_labels: int, feature_module: str | None = None) -> None:
+        check_int("num_labels", num_labels, minimum=1)
+        if feature_module is None:
+            self.module_name, self.head = find_classifier_head(model, num_labels)
+        else:
+            self.module_name, self.head = _resolve_named_head(model, feature_module, num_labels)
+        self.dim: int = self.head.in_features
+        self.features: torch.Tensor | None = None
+        self._handle = self.head.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        features = args[0].detach()
+        if features.ndim > 2:  # e.g. [B, C, 1, 1] from a pooled CNN
+            features = features.flatten(1)
+        self.features = features  # overwrite: a re-run forward must not add a second copy
+        return None  # a returned value would replace the head's input
+
+    def pop(self) -> torch.Tensor | None:
+        """Returns the latest captured features and clears them, so that a stale batch is never read twice."""
+        features, self.features = self.features, None
+        return features
+
+    def close(self) -> None:
+        """Removes the hook and drops the stored features. Safe to call more than once."""
+        self._handle.remove()
+        self.features = None
+
+    def __enter__(self) -> FeatureCapture:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(module_name={self.module_name!r}, dim={self.dim})"

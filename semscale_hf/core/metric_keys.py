@@ -1,0 +1,72 @@
+"""Every metric key the package logs, defined once; README "Logged metrics" lists them (a test keeps both in step).
+
+Two families: `semscale/*`, logged by `SemScaleCallback` at every refresh (through `Trainer.log`, so every
+`report_to` integration sees them), and the evaluation metrics that `SemScaleTrainer.evaluate()` adds (Trainer
+prefixes them with `eval_`, or the `metric_key_prefix` passed to `evaluate`).
+"""
+
+from __future__ import annotations
+
+
+__all__ = ["LOGGED_METRICS", "class_accuracy", "class_scale", "class_weight", "group_accuracy"]
+
+PREFIX = "semscale/"
+STAGE = "semscale/stage"
+REFRESHES = "semscale/refreshes"
+WEIGHT_MIN = "semscale/weight_min"
+WEIGHT_MEAN = "semscale/weight_mean"
+WEIGHT_MAX = "semscale/weight_max"
+CLASSES_MEASURED = "semscale/classes_measured"
+POOL_FEATURES = "semscale/pool_features"
+SCALE_MIN = "semscale/scale_min"
+SCALE_MEAN = "semscale/scale_mean"
+SCALE_MAX = "semscale/scale_max"
+IMBALANCE_RATIO = "semscale/imbalance_ratio"
+
+ACCURACY = "accuracy"
+BALANCED_ACCURACY = "balanced_accuracy"
+EVAL_PREFIX = "eval_"
+
+
+def class_weight(name: str) -> str:
+    """Key of one class's weight; `name` is the class's `id2label` name (or its id)."""
+    return f"semscale/weight/{name}"
+
+
+def class_scale(name: str) -> str:
+    """Key of one class's semantic scale."""
+    return f"semscale/scale/{name}"
+
+
+def group_accuracy(group: str) -> str:
+    """Key of the mean per-class accuracy of a shot group: `"many"`, `"medium"` or `"few"`."""
+    return f"acc_{group}"
+
+
+def class_accuracy(class_id: int) -> str:
+    """Key of one class's accuracy (the class id, not its name: ids are what evaluation sees)."""
+    return f"acc_class_{class_id}"
+
+
+LOGGED_METRICS: list[tuple[str, str, str]] = [
+    (STAGE, "every refresh", "0 during warm-up, 1 once balanced"),
+    (REFRESHES, "every refresh", "number of measurements so far"),
+    (WEIGHT_MIN, "every refresh", "smallest class weight"),
+    (WEIGHT_MEAN, "every refresh", "mean class weight (1 over the measured classes)"),
+    (WEIGHT_MAX, "every refresh", "largest class weight"),
+    (CLASSES_MEASURED, "every refresh", "classes with at least `semscale_min_count` pooled features"),
+    (POOL_FEATURES, "every refresh", "features in the pool"),
+    (SCALE_MIN, "every refresh, once a class is measured", "smallest semantic scale (bits)"),
+    (SCALE_MEAN, "every refresh, once a class is measured", "mean semantic scale (bits)"),
+    (SCALE_MAX, "every refresh, once a class is measured", "largest semantic scale (bits)"),
+    (IMBALANCE_RATIO, "every refresh, once a class is measured", "largest over smallest scale"),
+    (class_weight("<name>"), "every refresh, at most `semscale_log_per_class_max` classes", "weight of a class"),
+    (class_scale("<name>"), "every refresh, at most `semscale_log_per_class_max` classes", "scale of a class (NaN: unmeasured)"),
+    (EVAL_PREFIX + ACCURACY, "evaluation", "accuracy over all examples"),
+    (EVAL_PREFIX + BALANCED_ACCURACY, "evaluation", "mean per-class accuracy (classes with examples)"),
+    (EVAL_PREFIX + group_accuracy("many"), "evaluation", "mean accuracy of classes with more than 100 training samples"),
+    (EVAL_PREFIX + group_accuracy("medium"), "evaluation", "mean accuracy of classes with 20 to 100 training samples"),
+    (EVAL_PREFIX + group_accuracy("few"), "evaluation", "mean accuracy of classes with fewer than 20 training samples"),
+    (EVAL_PREFIX + class_accuracy("<c>"), "evaluation, at most `semscale_log_per_class_max` classes", "accuracy of class id c"),
+]
+"""(key, when it is logged, meaning) of every logged metric, in the order of the README table."""

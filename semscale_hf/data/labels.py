@@ -1,0 +1,124 @@
+"""One label counter for datasets of every kind: the trainer, the callback and the data helpers all count here.
+
+A [`~datasets.Dataset`] is counted from its label column in the Arrow format, which skips image decoding and any
+transform set on the dataset (about 100x faster than converting a column element by element); any other dataset
+(a torch `Dataset`, a list of dicts) is read item by item.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+__all__ = ["LABEL_COLUMNS", "class_counts", "count_labels"]
+
+LABEL_COLUMNS = ("labels", "label")
+"""Label columns looked for, in this order, when none is named (the names `Trainer` and `datasets` use)."""
+
+
+def count_labels(
+    dataset: Any,
+    num_classes: int | None = None,
+    *,
+    label_column: str | None = None,
+    ignore_index: int | None = None,
+) -> list[int]:
+    """Number of examples per class in a dataset.
+
+    Args:
+        dataset ([`~datasets.Dataset`], or any sized iterable of mappings):
+            The dataset; a [`~datasets.Dataset`] is read from its label column, anything else item by item.
+        num_classes (`int`, *optional*):
+            Length of the result. Defaults to the number of names of a [`~datasets.ClassLabel`] column, otherwise to
+            the largest label plus one.
+        label_column (`str`, *optional*):
+            Name of the label column; defaults to the first of `LABEL_COLUMNS` that the dataset has.
+        ignore_index (`int`, *optional*):
+            Label value of rows that are not counted (e.g. -100); by default every row counts.
+
+    Returns:
+        `list[int]`: `counts[c]` is the number of rows with label `c` (0 for absent classes).
+
+    Raises:
+        `ValueError`: no label column, or labels outside `[0, num_classes)`. `TypeError`: labels that are not
+            integer class ids.
+    """
+    labels, column, named_classes = read_labels(dataset, label_column)
+    if num_classes is None:
+        num_classes = named_classes
+    labels = labels.astype(np.int64)
+    if ignore_index is not None:
+        labels = labels[labels != ignore_index]
+    if num_classes is None:
+        num_classes = int(labels.max()) + 1 if labels.size else 0
+    check_label_range(labels, num_classes, column)
+    return np.bincount(labels, minlength=num_classes).tolist()
+
+
+def read_labels(dataset: Any, label_column: str | None = None) -> tuple[np.ndarray, str, int | None]:
+    """The label column as int64 NumPy array, the column's name, and its number of classes if it is a `ClassLabel`."""
+    names = getattr(dataset, "column_names", None)
+    num_classes = None
+    if names is not None and hasattr(dataset, "select_columns"):
+        column = label_column or next((c for c in LABEL_COLUMNS if c in names), None)
+        if column is None or column not in names:
+            raise ValueError(
+                f"column {label_column or 'labels'!r} not found; the dataset has columns {names}: pass the label "
+                "column's name (or class_counts=[...] to the trainer)"
+            )
+        labels = dataset.select_columns([column]).with_format("arrow")[:][column].to_numpy()
+        feature = dataset.features[column]
+        if hasattr(feature, "num_classes"):  # a datasets.ClassLabel
+            num_classes = feature.num_classes
+    else:
+        column = label_column or "labels"
+        labels = np.asarray([_item_label(item, label_column) for item in dataset], dtype=np.int64)
+    if labels.ndim != 1 or not (labels.size == 0 or np.issubdtype(labels.dtype, np.integer)):
+        raise TypeError(f"column {column!r} must hold integer class ids, got an array of {labels.dtype}")
+    return labels.astype(np.int64), column, num_classes
+
+
+def check_label_range(labels: np.ndarray, num_classes: int, column: str) -> None:
+    """Raises a `ValueError` naming the column when a label lies outside `[0, num_classes)`."""
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(
+            f"labels must lie in [0, {num_classes}), but column {column!r} holds values from {labels.min()} to "
+            f"{labels.max()} (outside that range); remove unlabelled rows (-1) or pass the right num_classes (the "
+            "model's num_labels)"
+        )
+
+
+def _item_label(item: Any, label_column: str | None) -> int:
+    try:
+        key = label_column or next(c for c in LABEL_COLUMNS if c in item)
+        return int(item[key])
+    except (TypeError, KeyError, StopIteration) as error:
+        raise ValueError(
+            "cannot count the labels: the dataset's items have no `labels`/`label` key; pass class_counts=[...]"
+        ) from error
+
+
+def class_counts(dataset: Any, label_column: str = "label", num_classes: int | None = None) -> list[int]:
+    """Number of rows per class of a [`~datasets.Dataset`] (see [`count_labels`]).
+
+    Args:
+        dataset ([`~datasets.Dataset`]):
+            Dataset with an integer label column.
+        label_column (`str`, *optional*, defaults to `"label"`):
+            Name of the label column.
+        num_classes (`int`, *optional*):
+            Length of the result. Defaults to the number of names of a [`~datasets.ClassLabel`] column, otherwise to
+            the largest label plus one.
+
+    Returns:
+        `list[int]`: `counts[c]` is the number of rows with label `c` (0 for absent classes).
+
+    Example:
+
+    >>> import datasets
+    >>> class_counts(datasets.Dataset.from_dict({"label": [0, 2, 2]}))
+    [1, 0, 2]
+    """
+    return count_labels(dataset, num_classes, label_column=label_column)

@@ -1,0 +1,202 @@
+"""`SemScaleCallback`: the schedule of measurements, and their logging, for `SemScaleTrainer` or a plain `Trainer`.
+
+With [`SemScaleTrainer`] the callback is created and linked automatically; it decides when the stage changes and when
+scales and weights are refreshed (always after an optimizer step, never inside a gradient-accumulation window).
+
+On a plain [`~transformers.Trainer`] it works in measure-only mode: it captures the classification head's input and
+the labels of every training forward pass into its own feature pool, measures the semantic scales on the same
+schedule, and logs them; the loss is untouched. Link it with `SemScaleCallback.attach(trainer)`, because the
+callback API does not hand the trainer to callbacks and `Trainer.log` is what reaches every `report_to` integration.
+
+Both modes share one record path ([`~semscale_hf.training.recorder.record_batch`]: gather across processes, then
+the pool, one NaN policy) and broadcast rank 0's weights after every refresh. The callback talks to its trainer only
+through `accelerator`, `model`, `train_dataset`, `state`, `args` and `log`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.utils import logging
+
+from ..core._validation import IGNORE_INDEX
+from ..core.balancer import SemScaleBalancer
+from ..core.capture import FeatureCapture
+from ..data.labels import count_labels
+from .distributed import broadcast_from_main
+from .recorder import record_batch
+
+
+if TYPE_CHECKING:
+    from transformers import Trainer
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["SemScaleCallback", "refresh_schedule"]
+
+
+def refresh_schedule(
+    steps_per_epoch: int, *, warmup_epochs: float, warmup_steps: int | None, refresh_steps: int | None
+) -> tuple[int, int]:
+    """Optimizer steps of warm-up and between refreshes (default: one epoch)."""
+    steps_per_epoch = max(int(steps_per_epoch), 1)
+    warmup = warmup_steps if warmup_steps is not None else math.ceil(warmup_epochs * steps_per_epoch)
+    return int(warmup), int(refresh_steps if refresh_steps is not None else steps_per_epoch)
+
+
+class SemScaleCallback(TrainerCallback):
+    """Measures semantic scales on a schedule and logs `semscale/*` through `Trainer.log`.
+
+    Args:
+        balancer (`SemScaleBalancer`, *optional*):
+            The state to refresh. `SemScaleTrainer` passes its own; in measure-only mode the callback builds one from
+            `class_counts` (weighting `"none"`).
+        class_counts (`list[int]`, *optional*):
+            Training samples per class, for measure-only mode (default: counted from the trainer's train dataset).
+        feature_module (`str`, *optional*):
+            Name of the classification head in measure-only mode (default: automatic).
+        warmup_epochs, warmup_steps, refresh_steps:
+            The schedule (as the `semscale_*` fields of [`SemScaleTrainingArguments`]); defaults measure first after one
+            epoch and then once per epoch.
+        per_class_max (`int`, *optional*, defaults to 20):
+            Log per-class scales and weights when there are at most this many classes.
+        balancer_options:
+            Measure-only mode: keyword arguments of [`SemScaleBalancer`] (e.g. `alpha=1.0`, `normalize=True`,
+            `pool_max_per_class=512`, `pool_dtype=torch.float16`).
+    """
+
+    def __init__(
+        self,
+        balancer: SemScaleBalancer | None = None,
+        *,
+        class_counts: list[int] | None = None,
+        feature_module: str | None = None,
+        warmup_epochs: float = 1.0,
+        warmup_steps: int | None = None,
+        refresh_steps: int | None = None,
+        per_class_max: int = 20,
+        **balancer_options: Any,
+    ) -> None:
+        self.balancer = balancer
+        self.class_counts = class_counts
+        self.feature_module = feature_module
+        self.warmup_epochs, self.warmup_steps, self.refresh_steps = warmup_epochs, warmup_steps, refresh_steps
+        self.per_class_max = per_class_max
+        self.balancer_options = balancer_options
+        self.trainer: Trainer | None = None
+        self.measure_only = balancer is None
+        self.warmup_total = 0
+        self.refresh_every = 1
+        self._hooks: list[Any] = []
+        self._capture: FeatureCapture | None = None
+        self._labels: torch.Tensor | None = None
+
+    @classmethod
+    def attach(cls, trainer: Trainer, **kwargs: Any) -> SemScaleCallback:
+        """Creates a measure-only callback, links it to `trainer` and adds it: the one-line way for a plain Trainer."""
+        callback = cls(**kwargs)
+        callback.trainer = trainer
+        trainer.add_callback(callback)
+        return callback
+
+    # ----------------------------------------------------------------------------------------------- lifecycle
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        if self.trainer is None:
+            raise RuntimeError(
+                "SemScaleCallback is not linked to its trainer; add it with `SemScaleCallback.attach(trainer)` "
+                "(or use SemScaleTrainer, which links it)"
+            )
+        dataloader = kwargs.get("train_dataloader")
+        steps_per_epoch = max(state.max_steps // max(math.ceil(args.num_train_epochs), 1), 1)
+        if dataloader is not None and hasattr(dataloader, "__len__"):
+            steps_per_epoch = math.ceil(len(dataloader) / args.gradient_accumulation_steps)
+        self.warmup_total, self.refresh_every = refresh_schedule(
+            steps_per_epoch,
+            warmup_epochs=self.warmup_epochs,
+            warmup_steps=self.warmup_steps,
+            refresh_steps=self.refresh_steps,
+        )
+        if self.measure_only:
+            self._start_measuring(kwargs["model"])
+        if self.balancer.num_refreshes == 0 and self.warmup_total == 0:
+            self._refresh(state.global_step, control)
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        balancer = self.balancer
+        due = (
+            state.global_step >= self.warmup_total
+            if balancer.stage == "warmup"
+            else state.global_step - balancer.last_refresh_step >= self.refresh_every
+        )
+        if due:
+            self._refresh(state.global_step, control)
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        self._stop_measuring()
+
+    # ----------------------------------------------------------------------------------------------- internals
+    def _refresh(self, step: int, control: TrainerControl) -> None:
+        balancer = self.balancer
+        balancer.refresh(step)
+        balancer.class_weights, balancer.semantic_scales = broadcast_from_main(
+            self.trainer.accelerator, balancer.class_weights, balancer.semantic_scales
+        )
+        names = _label_names(self.trainer.model)
+        # Trainer.log runs every callback's on_log, and the flow callback there clears `should_log`, which would
+        # drop this step's regular loss log: keep the flag as it was.
+        should_log = control.should_log
+        self.trainer.log(balancer.summary(self.per_class_max, names))
+        control.should_log = should_log
+
+    def _start_measuring(self, model: torch.nn.Module) -> None:
+        num_labels = model.config.num_labels
+        if self.balancer is None:
+            counts = self.class_counts
+            if counts is None:
+                counts = count_labels(self.trainer.train_dataset, num_labels, ignore_index=IGNORE_INDEX)
+            self.balancer = SemScaleBalancer(counts, weighting="none", **self.balancer_options)
+        if self._capture is None:
+            self._capture = FeatureCapture(model, num_labels, self.feature_module)
+            # The head hook sees features but not labels: read the labels from the model call's keyword arguments
+            # and pair both once the forward pass has finished.
+            self._hooks = [
+                model.register_forward_pre_hook(self._read_labels, with_kwargs=True),
+                model.register_forward_hook(self._record_batch),
+            ]
+
+    def _read_labels(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        self._labels = kwargs.get("labels") if module.training else None
+
+    def _record_batch(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
+        features = self._capture.pop() if self._capture is not None else None
+        labels, self._labels = self._labels, None
+        if labels is None or features is None:
+            return
+        state, trainer = self.trainer.state, self.trainer
+        record_batch(
+            self.balancer,
+            trainer.accelerator,
+            features,
+            labels,
+            step=state.global_step,
+            epoch=state.epoch,
+            output_dir=trainer.args.output_dir,
+        )
+
+    def _stop_measuring(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+        if self._capture is not None:
+            self._capture.close()
+            self._capture = None
+
+
+def _label_names(model: torch.nn.Module) -> list[str] | None:
+    id2label = getattr(getattr(model, "config", None), "id2label", None)
+    if not id2label:
+        return None
+    return [str(id2label.get(i, i)).replace("/", "_") for i in range(len(id2label))]

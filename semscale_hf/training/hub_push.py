@@ -1,0 +1,194 @@
+"""Hub pushes of `SemScaleTrainer` that never lose work: `HubPushMixin` and `HubPushError`.
+
+Stock Trainer (transformers 5.24) raises from `create_repo` inside its constructor, and it never looks at the futures
+of its in-training uploads (`upload_folder(run_as_future=True)`), so a failed push there goes unnoticed. With this
+mixin the constructor fails fast with `HubPushError`; an in-training push that fails logs a warning and training goes
+on; the final `push_to_hub()` raises `HubPushError` after `output_dir` is complete on disk. Every push also carries
+`semscale_state.safetensors` and the semantic-scale model card.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from transformers.trainer_utils import HubStrategy
+from transformers.utils import logging
+
+from ..core.balancer import STATE_FILE
+from ..hub.trainer_card import write_model_card
+
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["HubPushError", "HubPushMixin"]
+
+
+class HubPushError(RuntimeError):
+    """A push of `SemScaleTrainer` to the Hugging Face Hub failed; the local `output_dir` is complete."""
+
+
+class HubPushMixin:
+    """Overrides of [`~transformers.Trainer`]'s Hub methods; mix in before `Trainer` (`class X(HubPushMixin, Trainer)`)."""
+
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        """Creates (or finds) the Hub repo as [`~transformers.Trainer`] does; raises [`HubPushError`] when it fails.
+
+        `Trainer.__init__` calls it when `push_to_hub=True`, so a wrong token or an unreachable Hub stops the script
+        before any training rather than after it.
+        """
+        try:
+            super().init_hf_repo(token=token, private=private)
+        except Exception as error:
+            repo = self.args.hub_model_id or Path(self.args.output_dir).absolute().name
+            raise HubPushError(
+                f"could not create or reach the Hub repo {repo!r} ({type(error).__name__}: {error}). Check the token "
+                "(`hf auth login`, HF_TOKEN or `hub_token`) and the connection, or train with push_to_hub=False and "
+                "call trainer.push_to_hub() afterwards"
+            ) from error
+        self.hub_push_failures: list[str] = []
+        self._hub_watched: list[tuple[Future, str]] = []
+        self._hub_lock = threading.Lock()
+
+    def create_model_card(
+        self,
+        language: str | None = None,
+        license: str | None = None,
+        tags: str | list[str] | None = None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        tasks: str | list[str] | None = None,
+        dataset_tags: str | list[str] | None = None,
+        dataset: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
+    ) -> None:
+        """Writes the semscale model card into `output_dir`: `README.md` and `semscale_scale_vs_accuracy.png`.
+
+        Takes the arguments of [`~transformers.Trainer.create_model_card`] (`push_to_hub(**kwargs)` passes them on);
+        pass `dataset="org/name"` to get `model-index` results. See [`~semscale_hf.hub.SemScaleCardData`].
+        """
+        if not self.is_world_process_zero():
+            return
+        write_model_card(
+            self,
+            self.args.output_dir,
+            language=language,
+            license=license,
+            tags=tags,
+            model_name=model_name,
+            finetuned_from=finetuned_from,
+            tasks=tasks,
+            dataset_tags=dataset_tags,
+            dataset=dataset,
+            dataset_args=dataset_args,
+        )
+        self._hub_local_ready = True  # push_to_hub: everything after this point is the upload
+
+    def push_to_hub(
+        self,
+        commit_message: str | None = "End of training",
+        blocking: bool = True,
+        token: str | None = None,
+        revision: str | None = None,
+        private: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Saves the model, `semscale_state.safetensors` and the model card into `output_dir`, then uploads it.
+
+        As [`~transformers.Trainer.push_to_hub`]; `kwargs` go to [`~SemScaleTrainer.create_model_card`].
+
+        Raises:
+            [`HubPushError`]: the repo cannot be created or the upload fails. `output_dir` is complete on disk by then
+            (model, config, semscale state, card, plot): call `push_to_hub()` again once the Hub is reachable. With
+            `blocking=False` the returned future holds the error, and a warning is logged when it fails.
+        """
+        if self.hub_model_id is None:
+            try:
+                self.init_hf_repo(token=token, private=private)
+            except HubPushError:
+                self.save_model(_internal_call=True)  # keep the promise: output_dir is complete even so
+                self.create_model_card(**kwargs)
+                raise
+        self._hub_local_ready = False
+        try:
+            result = super().push_to_hub(commit_message, blocking, token, revision, private, **kwargs)
+        except Exception as error:
+            if not self._hub_local_ready:
+                raise  # saving the model or the card failed: a local problem, not the Hub's
+            raise HubPushError(
+                f"pushing {self.args.output_dir} to the Hub repo {self.hub_model_id!r} failed "
+                f"({type(error).__name__}: {error}). The folder is complete on disk: call trainer.push_to_hub() "
+                "again once the Hub is reachable"
+            ) from error
+        if isinstance(result, Future):
+            self._watch_push(result, f"push_to_hub({commit_message!r})")
+        elif getattr(self, "hub_push_failures", None):
+            logger.warning(
+                f"the final push succeeded, but {len(self.hub_push_failures)} push(es) during training had failed: "
+                "checkpoint folders from those saves (last-checkpoint/, checkpoint-*/) may be missing on the Hub"
+            )
+        return result
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """`Trainer`'s in-training push, plus the semscale state and the model card; a failure only logs a warning.
+
+        `Trainer` copies only the model files of the checkpoint into `output_dir` before uploading that folder.
+        """
+        args = self.args
+        due = self.is_world_process_zero() and args.hub_strategy != HubStrategy.END
+        if due and not args.hub_always_push and self.push_in_progress is not None:
+            due = self.push_in_progress.is_done()  # Trainer skips this push while the previous one runs
+        if not due:
+            return
+        self._collect_push_failures()
+        state_file = os.path.join(checkpoint_folder, STATE_FILE)
+        if os.path.isfile(state_file):
+            shutil.copy(state_file, os.path.join(args.output_dir, STATE_FILE))
+        try:
+            self.create_model_card()
+        except Exception as error:  # the card is documentation: a problem there must not stop training
+            logger.warning(f"could not write the model card for the push at step {self.state.global_step}: {error}")
+        previous = list(self.push_in_progress.jobs) if self.push_in_progress is not None else []
+        description = f"step {self.state.global_step}"
+        try:
+            super()._push_from_checkpoint(checkpoint_folder)
+        except Exception as error:
+            self._record_push_failure(description, error)
+            return
+        for job in self.push_in_progress.jobs if self.push_in_progress is not None else []:
+            if not any(job is old for old in previous):
+                self._watch_push(job, description)
+
+    def _finish_current_push(self) -> None:
+        super()._finish_current_push()
+        self._collect_push_failures()  # wait() can return before the futures' done-callbacks have run
+
+    def _watch_push(self, job: Future, description: str) -> None:
+        with self._hub_lock:
+            self._hub_watched.append((job, description))
+        job.add_done_callback(lambda _: self._collect_push_failures())
+
+    def _collect_push_failures(self) -> None:
+        """Logs and records every watched upload that has failed since the last call (thread-safe)."""
+        if not hasattr(self, "_hub_lock"):
+            return
+        with self._hub_lock:
+            done, running = [], []
+            for entry in self._hub_watched:
+                (done if entry[0].done() else running).append(entry)
+            self._hub_watched = running
+        for job, text in done:
+            if not job.cancelled() and job.exception() is not None:
+                self._record_push_failure(text, job.exception())
+
+    def _record_push_failure(self, description: str, error: BaseException) -> None:
+        self.hub_push_failures.append(f"{description}: {type(error).__name__}: {error}")
+        logger.warning(
+            f"pushing to the Hub repo {self.hub_model_id!r} failed at {description} ({type(error).__name__}: "
+            f"{error}). Training goes on, the files in {self.args.output_dir} and its checkpoints are complete, and "
+            "the next save or trainer.push_to_hub() pushes again"
+        )

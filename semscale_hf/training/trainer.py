@@ -1,0 +1,275 @@
+"""`SemScaleTrainer`: `transformers.Trainer` with dynamic semantic-scale-balanced loss weights."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from torch import nn
+from transformers import EvalPrediction, PreTrainedModel, Trainer
+from transformers.utils import SAFE_WEIGHTS_NAME, logging
+
+from ..analysis.evaluation import classification_metrics
+from ..core._validation import IGNORE_INDEX, parse_alpha
+from ..core.balancer import SemScaleBalancer
+from ..core.capture import FeatureCapture
+from ..core.losses import class_weighted_loss
+from ..data.labels import count_labels
+from .callback import SemScaleCallback
+from .config import POOL_DTYPES, SemScaleTrainingArguments
+from .hub_push import HubPushError, HubPushMixin
+from .recorder import record_batch
+
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["HubPushError", "SemScaleTrainer"]
+
+
+class SemScaleTrainer(HubPushMixin, Trainer):
+    """[`~transformers.Trainer`] whose loss is re-weighted per class by semantic scale, updated during training.
+
+    A drop-in replacement: swap the class name and use [`SemScaleTrainingArguments`]. During the forward pass a pre-hook
+    on the classification head keeps its input (the features; no extra forward pass); the features of every training
+    batch, gathered across processes, go into a per-class feature pool; the scales measured on that pool give the
+    class weights (see the README for the stages and the defaults).
+
+    Args:
+        class_counts (`list[int]`, *optional*):
+            Training samples per class. Defaults to counting the `labels`/`label` column of `train_dataset`.
+        All other arguments are those of [`~transformers.Trainer`].
+
+    Attributes:
+        class_weights (`torch.Tensor`): current class weights (float64, mean 1 over measured classes).
+        semantic_scales (`torch.Tensor`): scales of the latest measurement (float64, NaN = not measured).
+    """
+
+    # The loss below is normalised by Trainer's `num_items_in_batch`, the item count of the whole accumulated (and,
+    # by default, cross-process) batch, so Trainer must not divide it by the accumulation steps again.
+    loss_is_scaled_for_ga = True
+
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        args: SemScaleTrainingArguments | None = None,
+        *trainer_args: Any,
+        class_counts: list[int] | None = None,
+        **trainer_kwargs: Any,
+    ) -> None:
+        if args is None:
+            args = SemScaleTrainingArguments(output_dir="trainer_output")
+        if not isinstance(args, SemScaleTrainingArguments):
+            raise TypeError(
+                f"SemScaleTrainer needs SemScaleTrainingArguments, got {type(args).__name__}; build the arguments with "
+                "SemScaleTrainingArguments(...) (it accepts every TrainingArguments field)"
+            )
+        user_metrics = trainer_kwargs.pop("compute_metrics", None)
+        super().__init__(model, args, *trainer_args, **trainer_kwargs)
+        # Trainer counts `num_items_in_batch` only for models whose forward takes loss kwargs; ResNet-like and
+        # ConvNeXt models would get None. Our loss never passes it to the model, so claim it to get the count always.
+        self.model_accepts_loss_kwargs = True
+
+        num_labels = _num_labels(self.model)
+        if class_counts is None:
+            if self.train_dataset is None:
+                raise ValueError("pass class_counts=[...] (training samples per class) when no train_dataset is given")
+            class_counts = count_labels(self.train_dataset, num_labels, ignore_index=IGNORE_INDEX)
+        if len(class_counts) != num_labels:
+            raise ValueError(
+                f"class_counts has {len(class_counts)} entries but the model has num_labels={num_labels}; "
+                "set config.num_labels to the number of classes"
+            )
+        self.class_counts = [int(c) for c in class_counts]
+        absent = [c for c, n in enumerate(self.class_counts) if n == 0]
+        if absent:
+            logger.warning(
+                f"classes {absent} have no training samples: they are never measured and get the largest weight"
+            )
+        self.capture = FeatureCapture(self.model, num_labels, args.semscale_feature_module)
+        pool_device = args.semscale_pool_device or self.args.device
+        self.balancer = SemScaleBalancer(
+            self.class_counts,
+            weighting=args.semscale_weighting,
+            power=args.semscale_power,
+            momentum=args.semscale_momentum,
+            weight_min=args.semscale_weight_min,
+            weight_max=args.semscale_weight_max,
+            alpha=parse_alpha(args.semscale_alpha),
+            center=args.semscale_center,
+            normalize=args.semscale_normalize,
+            min_count=args.semscale_min_count,
+            pool_max_per_class=args.semscale_pool_max_per_class,
+            pool_dtype=POOL_DTYPES[args.semscale_pool_dtype],
+            pool_device=pool_device,
+            effective_number_beta=args.semscale_effective_number_beta,
+        )
+        self.semscale_callback = SemScaleCallback(
+            self.balancer,
+            warmup_epochs=args.semscale_warmup_epochs,
+            warmup_steps=args.semscale_warmup_steps,
+            refresh_steps=args.semscale_refresh_steps,
+            per_class_max=args.semscale_log_per_class_max,
+        )
+        self.semscale_callback.trainer = self
+        self.add_callback(self.semscale_callback)
+        self._loss_options = _loss_options(args, self.class_counts)
+        self.compute_metrics = _with_class_metrics(user_metrics, self.class_counts, args.semscale_log_per_class_max)
+        self._saving_checkpoint = False
+
+    # ------------------------------------------------------------------------------------------ public state
+    @property
+    def class_weights(self) -> torch.Tensor:
+        return self.balancer.class_weights
+
+    @property
+    def semantic_scales(self) -> torch.Tensor:
+        return self.balancer.semantic_scales
+
+    # ------------------------------------------------------------------------------------------------- loss
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ):
+        """Class-weighted base loss: sum of `w_y * loss_i` over the batch, divided by its item count.
+
+        Distributed and accumulation contract: the divisor is `num_items_in_batch`, the count of non-ignored labels
+        of the whole accumulated batch across processes, never the sum of the batch's weights, so 4 x 1 == 2 x 2
+        and 2 processes == 1 process. DDP averages gradients over processes, hence the factor `num_processes`.
+        Evaluation (`model.training` is False) reports the unweighted base loss, comparable across refreshes.
+        """
+        inputs = dict(inputs)
+        if "labels" not in inputs:
+            raise ValueError("SemScaleTrainer needs a `labels` entry in every batch")
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)  # without labels the model computes no loss of its own
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        features = self.capture.pop()
+        if not model.training:
+            loss = class_weighted_loss(self.args.semscale_base_loss, logits, labels, **self._loss_options)
+            return (loss, outputs) if return_outputs else loss
+
+        if features is None:
+            raise RuntimeError(
+                f"the hook on {self.capture.module_name!r} captured no features during the forward pass"
+            )
+        record_batch(
+            self.balancer,
+            self.accelerator,
+            features,
+            labels,
+            step=self.state.global_step,
+            epoch=self.state.epoch,
+            output_dir=self.args.output_dir,
+        )
+        num_items = num_items_in_batch
+        if num_items is None:  # no count from Trainer: this micro-batch's items times the accumulation steps
+            num_items = int(labels.ne(IGNORE_INDEX).sum()) * self.current_gradient_accumulation_steps
+        loss = class_weighted_loss(
+            self.args.semscale_base_loss,
+            logits,
+            labels,
+            self.balancer.loss_weights(),
+            num_items=num_items,
+            **self._loss_options,
+        )
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes
+        return (loss, outputs) if return_outputs else loss
+
+    # ------------------------------------------------------------------------------------ checkpoints and saving
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        self._saving_checkpoint = True  # the next save_model writes the pool too (needed for an exact resume)
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._saving_checkpoint = False
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Saves the model as `Trainer` does, plus `semscale_state.safetensors` (and the pool in checkpoints)."""
+        super().save_model(output_dir, _internal_call)
+        if self.args.should_save:
+            self.balancer.save(output_dir or self.args.output_dir, include_pool=self._saving_checkpoint)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        _reload_renamed_weights(self.model, resume_from_checkpoint)
+        if not self.balancer.load(resume_from_checkpoint):
+            logger.warning(
+                f"{resume_from_checkpoint} holds no semscale state: the feature pool starts empty and warm-up restarts"
+            )
+
+    def remove_hooks(self) -> None:
+        """Removes the feature hook from the model (e.g. before handing the model to other code)."""
+        self.capture.close()
+
+
+def _reload_renamed_weights(model: nn.Module, checkpoint: str) -> None:
+    """Loads the checkpoint's weights again through `from_pretrained` when their names differ from the model's.
+
+    transformers 5.x saves some models (ViT among them) under legacy parameter names and converts them back only in
+    `from_pretrained`; `Trainer._load_from_checkpoint` loads the raw state dict with `strict=False`, so on resume the
+    renamed layers silently keep their fresh initialisation (seen with transformers 5.24). Remove when Trainer's own
+    resume converts the names.
+    """
+    path = os.path.join(checkpoint, SAFE_WEIGHTS_NAME)
+    if not isinstance(model, PreTrainedModel) or not os.path.isfile(path):
+        return
+    with safe_open(path, framework="pt") as handle:
+        saved = set(handle.keys())
+    if saved == set(model.state_dict()):
+        return
+    reloaded = type(model).from_pretrained(checkpoint, dtype=model.dtype)
+    missing, unexpected = model.load_state_dict(reloaded.state_dict(), strict=False)
+    if missing or unexpected:
+        raise RuntimeError(
+            f"could not restore the model weights from {checkpoint}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+
+
+def _num_labels(model: nn.Module | None) -> int:
+    config = getattr(model, "config", None)
+    num_labels = getattr(config, "num_labels", None)
+    if not isinstance(num_labels, int) or num_labels < 2:
+        raise ValueError(
+            "SemScaleTrainer needs a classification model with config.num_labels >= 2 "
+            f"(an AutoModelFor*Classification model), got {num_labels!r}"
+        )
+    return num_labels
+
+
+def _loss_options(args: SemScaleTrainingArguments, class_counts: list[int]) -> dict[str, Any]:
+    if args.semscale_base_loss == "focal":
+        return {"gamma": args.semscale_focal_gamma}
+    if args.semscale_base_loss == "ldam":
+        return {
+            "class_counts": torch.tensor(class_counts),
+            "max_margin": args.semscale_ldam_max_margin,
+            "scale": args.semscale_ldam_scale,
+        }
+    return {"label_smoothing": args.label_smoothing_factor} if args.label_smoothing_factor else {}
+
+
+def _with_class_metrics(
+    user_metrics: Callable[[EvalPrediction], dict[str, float]] | None, class_counts: list[int], per_class_max: int
+) -> Callable[[EvalPrediction], dict[str, float]]:
+    """Adds accuracy, balanced accuracy, many/medium/few-shot and (few classes) per-class accuracy to evaluation."""
+
+    def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
+        logits = prediction.predictions
+        if isinstance(logits, (tuple, list)):
+            logits = logits[0]
+        logits = np.asarray(logits)
+        predicted = logits if logits.ndim == 1 else logits.argmax(-1)
+        metrics = classification_metrics(predicted, np.asarray(prediction.label_ids), class_counts, per_class_max)
+        if user_metrics is not None:
+            metrics.update(user_metrics(prediction))
+        return metrics
+
+    return compute_metrics

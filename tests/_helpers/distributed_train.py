@@ -1,0 +1,73 @@
+"""Trains a tiny ViT and writes the final semantic-scale state as JSON; run with torchrun or plain python.
+
+Usage: python tests/distributed_train.py OUTPUT_JSON PER_DEVICE_BATCH [trainer|callback][-uneven]
+
+`trainer` (default) trains with SemScaleTrainer; `callback` trains with a plain Trainer and a measure-only
+SemScaleCallback. `-uneven` trains on 39 samples with 2 accumulation steps, so that the last micro-batch of an epoch
+is not full (with several processes, accelerate's `even_batches` fills it with repeated samples).
+"""
+
+import json
+import os
+import sys
+import tempfile
+
+import torch
+from transformers import Trainer
+
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
+from _helpers.trainer_utils import digits_dataset, losses, make_args, tiny_vit  # noqa: E402
+from semscale_hf import SemScaleCallback, SemScaleTrainer  # noqa: E402
+
+
+COUNTS = {False: [16, 10, 6, 4], True: [16, 10, 6, 7]}  # by `uneven`
+
+
+def main() -> None:
+    output, batch = sys.argv[1], int(sys.argv[2])
+    mode = sys.argv[3] if len(sys.argv) > 3 else "trainer"
+    uneven = mode.endswith("-uneven")
+    with tempfile.TemporaryDirectory() as directory:
+        args = make_args(
+            directory,
+            per_device_train_batch_size=batch,
+            learning_rate=1e-3,
+            num_train_epochs=2,
+            ddp_find_unused_parameters=False,
+            train_sampling_strategy="sequential",
+            gradient_accumulation_steps=2 if uneven else 1,
+        )
+        dataset = digits_dataset(counts=COUNTS[uneven])
+        if mode.startswith("trainer"):
+            trainer = SemScaleTrainer(model=tiny_vit(), args=args, train_dataset=dataset)
+        else:
+            trainer = Trainer(model=tiny_vit(), args=args, train_dataset=dataset)
+            callback = SemScaleCallback.attach(trainer, warmup_steps=2, refresh_steps=3)
+        trainer.train()
+        balancer = trainer.balancer if mode.startswith("trainer") else callback.balancer
+        accelerator = trainer.accelerator
+        # every rank must hold the same weights and pool: gather them and compare
+        pool = balancer.pool.features_and_labels()[0].flatten().to(torch.float64)
+        state_per_rank = torch.cat([balancer.class_weights, balancer.semantic_scales.nan_to_num(-1.0), pool])
+        gathered = accelerator.gather(state_per_rank.to(accelerator.device)[None])
+        identical = all(torch.equal(gathered[0], row) for row in gathered)
+        if trainer.is_world_process_zero():
+            state = {
+                "world_size": accelerator.num_processes,
+                "identical_across_ranks": identical,
+                "class_weights": balancer.class_weights.tolist(),
+                "semantic_scales": balancer.semantic_scales.tolist(),
+                "pool_counts": balancer.pool.counts.tolist(),
+                "num_seen": balancer.pool.num_seen.tolist(),
+                "refreshes": balancer.num_refreshes,
+                "losses": losses(trainer),
+                "classifier": trainer.model.classifier.weight.flatten().tolist(),
+            }
+            with open(output, "w") as handle:
+                json.dump(state, handle)
+        trainer.end()  # destroys the process group: avoids a flaky abort at exit
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from _helpers.reference import reference_weights
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from semscale_hf import (
+    blend_weights,
+    effective_number,
+    effective_number_weights,
+    inverse_frequency_weights,
+    scales_to_weights,
+)
+
+
+scale_lists = st.lists(st.one_of(st.floats(0.01, 1e4), st.just(float("nan"))), min_size=1, max_size=30)
+
+
+@settings(max_examples=60, deadline=None)
+@given(scales=scale_lists, power=st.floats(-3, 3))
+def test_weights_finite_positive_mean_one_and_match_reference(scales, power):
+    tensor = torch.tensor(scales, dtype=torch.float64)
+    weights = scales_to_weights(tensor, power=power)
+    assert weights.dtype == torch.float64 and torch.isfinite(weights).all() and (weights > 0).all()
+    measured = torch.isfinite(tensor)
+    if measured.any():
+        assert math.isclose(float(weights[measured].mean()), 1.0, rel_tol=1e-9)
+        np.testing.assert_allclose(weights.numpy(), reference_weights(scales, power), rtol=1e-8)
+        assert (weights[~measured] == weights[measured].max()).all()
+    else:
+        assert (weights == 1).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(scales=scale_lists, power=st.floats(0.1, 3), w_min=st.floats(0.0, 1.0), w_max=st.floats(1.0, 5.0))
+def test_clamped_weights_respect_bounds_and_mean_one(scales, power, w_min, w_max):
+    tensor = torch.tensor(scales, dtype=torch.float64)
+    weights = scales_to_weights(tensor, power=power, w_min=w_min, w_max=w_max)
+    assert (weights >= w_min - 1e-9).all() and (weights <= w_max + 1e-9).all() and (weights > 0).all()
+    measured = torch.isfinite(tensor)
+    if measured.any():
+        assert math.isclose(float(weights[measured].mean()), 1.0, rel_tol=1e-6)
+
+
+def test_direction_of_power():
+    scales = torch.tensor([1.0, 4.0])
+    assert scales_to_weights(scales, power=1.0)[0] > 1 > scales_to_weights(scales, power=1.0)[1]
+    assert scales_to_weights(scales, power=-1.0)[1] > 1 > scales_to_weights(scales, power=-1.0)[0]
+    assert (scales_to_weights(scales, power=0.0) == 1).all()
+
+
+def test_zero_scale_gets_large_finite_weight():
+    weights = scales_to_weights(torch.tensor([0.0, 1.0, 2.0]))
+    assert torch.isfinite(weights).all() and weights[0] > weights[1] > weights[2] > 0
+
+
+def test_count_baselines():
+    counts = torch.tensor([100.0, 10.0, 1.0, 0.0], dtype=torch.float64)
+    inverse = inverse_frequency_weights(counts)
+    np.testing.assert_allclose(inverse[:3].numpy(), np.array([0.01, 0.1, 1.0]) / np.mean([0.01, 0.1, 1.0]))
+    assert inverse[3] == inverse.max()
+    beta = 0.99
+    expected = (1 - beta ** counts[:3].numpy()) / (1 - beta)
+    np.testing.assert_allclose(effective_number(counts[:3], beta).numpy(), expected)
+    cb = effective_number_weights(counts, beta=beta)
+    np.testing.assert_allclose(cb[:3].numpy(), (1 / expected) / np.mean(1 / expected))
+    assert cb[3] == cb.max() and math.isclose(float(cb[:3].mean()), 1.0)
+
+
+def test_blend_and_errors():
+    new, old = torch.tensor([2.0, 0.5, 0.5]), torch.tensor([1.0, 1.0, 1.0])
+    blended = blend_weights(new, old, 0.5)
+    assert math.isclose(float(blended.mean()), 1.0) and float(blended[0]) == pytest.approx(1.5)
+    assert torch.equal(blend_weights(new, None, 0.9), new.double())
+    with pytest.raises(ValueError, match="momentum"):
+        blend_weights(new, old, 1.0)
+    with pytest.raises(ValueError, match="w_min <= 1 <= w_max"):
+        scales_to_weights(torch.tensor([1.0, 2.0]), w_min=1.5)
+    with pytest.raises(ValueError, match="non-negative"):
+        scales_to_weights(torch.tensor([-1.0, 2.0]))
+    with pytest.raises(ValueError, match="1-D"):
+        scales_to_weights(torch.ones(2, 2))
+    with pytest.raises(ValueError, match="non-negative"):
+        inverse_frequency_weights(torch.tensor([-1.0, 2.0]))

@@ -1,0 +1,119 @@
+import math
+
+import pytest
+import torch
+from _helpers.trainer_utils import TRAINER_DEFAULTS, digits_dataset, tiny_vit
+from transformers import Trainer, TrainingArguments
+
+from semscale_hf import SemScaleCallback, class_semantic_scales
+
+
+def test_measure_only_on_plain_trainer_logs_scales_and_leaves_training_alone(tmp_path):
+    data = digits_dataset(counts=[16, 10, 6, 4])
+    watched_args = TrainingArguments(output_dir=str(tmp_path / "watched"), **TRAINER_DEFAULTS)
+    plain_args = TrainingArguments(output_dir=str(tmp_path / "plain"), **TRAINER_DEFAULTS)
+    watched = Trainer(model=tiny_vit(), args=watched_args, train_dataset=data)
+    callback = SemScaleCallback.attach(watched, warmup_steps=3, refresh_steps=4)
+    watched.train()
+    plain = Trainer(model=tiny_vit(), args=plain_args, train_dataset=data)
+    plain.train()
+
+    def train_losses(trainer):
+        return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+
+    assert train_losses(watched) == train_losses(plain)  # measure-only: the loss is untouched
+    logged = [entry for entry in watched.state.log_history if "semscale/scale_mean" in entry]
+    assert [entry["step"] for entry in logged] == [3, 7, 11, 15]
+    assert all(entry["semscale/weight_max"] == 1.0 for entry in logged)
+    # the pool holds the head inputs of training batches; measuring it again gives the logged scales
+    features, labels = callback.balancer.pool.features_and_labels()
+    assert callback.balancer.pool.counts.tolist() == [16, 10, 6, 4]
+    assert features.shape[1] == watched.model.config.hidden_size
+    assert torch.equal(class_semantic_scales(features, labels, 4), callback.balancer.measure())
+    assert not math.isnan(logged[-1]["semscale/scale_min"])
+    # hooks are gone after training
+    assert not watched.model._forward_hooks and not watched.model._forward_pre_hooks
+    assert not watched.model.classifier._forward_pre_hooks
+
+
+def test_unlinked_callback_says_how_to_link(tmp_path):
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=1, report_to=[], use_cpu=True, disable_tqdm=True)
+    trainer = Trainer(model=tiny_vit(), args=args, train_dataset=digits_dataset(), callbacks=[SemScaleCallback()])
+    with pytest.raises(RuntimeError, match=r"SemScaleCallback\.attach\(trainer\)"):
+        trainer.train()
+
+
+def _plain_trainer(tmp_path, data=None, eval_dataset=None, **overrides):
+    args = TrainingArguments(output_dir=str(tmp_path), **{**TRAINER_DEFAULTS, **overrides})
+    data = data if data is not None else digits_dataset()
+    return Trainer(model=tiny_vit(), args=args, train_dataset=data, eval_dataset=eval_dataset)
+
+
+def test_measure_only_nan_features_stop_training_like_the_trainer(tmp_path):
+    # one NaN policy for both modes: a diverged batch stops training with the step, before that step's update
+    trainer = _plain_trainer(tmp_path)
+    SemScaleCallback.attach(trainer, warmup_steps=2, refresh_steps=2)
+
+    def poison(module, inputs):
+        if trainer.state.global_step >= 3:
+            return (inputs[0] * float("nan"),)
+
+    trainer.model.vit.layernorm.register_forward_pre_hook(poison)
+    with pytest.raises(FloatingPointError, match="global step 3"):
+        trainer.train()
+
+
+def test_measure_only_broadcasts_rank_zero_weights_after_every_refresh(tmp_path, monkeypatch):
+    from semscale_hf.training import callback as callback_module
+
+    calls = []
+
+    def spy(accelerator, *tensors):
+        calls.append(accelerator)
+        return tensors
+
+    monkeypatch.setattr(callback_module, "broadcast_from_main", spy)
+    trainer = _plain_trainer(tmp_path)
+    callback = SemScaleCallback.attach(trainer, warmup_steps=3, refresh_steps=4)
+    trainer.train()
+    assert callback.balancer.num_refreshes == len(calls) > 0
+    assert all(accelerator is trainer.accelerator for accelerator in calls)
+
+
+def test_measure_only_pools_training_batches_only_and_skips_ignored_labels(tmp_path):
+    # -100 rows never enter the pool; evaluation forward passes do not either
+    data = digits_dataset(counts=[16, 10, 6, 4], ignore_every=4)
+    evaluation = {"eval_strategy": "steps", "eval_steps": 3, "per_device_eval_batch_size": 8}
+    trainer = _plain_trainer(tmp_path, data, digits_dataset(counts=[8, 8, 8, 8]), **evaluation)
+    callback = SemScaleCallback.attach(trainer, warmup_steps=2, refresh_steps=3)
+    trainer.train()
+    labels = torch.as_tensor(data.with_format(None)["labels"])
+    expected = torch.bincount(labels[labels >= 0], minlength=4).tolist()
+    assert callback.balancer.class_counts.tolist() == expected  # counted from the column, -100 dropped
+    assert callback.balancer.pool.counts.tolist() == expected  # each labelled sample once (the newest copy)
+    assert callback.balancer.pool.num_seen.tolist() == [2 * n for n in expected]  # 2 epochs, no evaluation batch
+
+
+def test_measure_only_with_accumulation_and_balancer_options(tmp_path):
+    trainer = _plain_trainer(tmp_path, digits_dataset(counts=[16, 10, 6, 4]), gradient_accumulation_steps=2)
+    callback = SemScaleCallback.attach(
+        trainer, class_counts=[16, 10, 6, 4], warmup_epochs=1.0, pool_max_per_class=5, pool_dtype=torch.float16
+    )
+    trainer.train()
+    pool = callback.balancer.pool
+    assert pool.dtype == torch.float16 and pool.capacities.tolist() == [5, 5, 5, 4]
+    assert pool.counts.tolist() == [5, 5, 5, 4]
+    # 36 samples, batch 4, 2 accumulation steps: 5 optimizer steps per epoch, measured after epoch 1, then per epoch
+    logged = [entry["step"] for entry in trainer.state.log_history if "semscale/refreshes" in entry]
+    assert logged == [5, 10]
+
+
+def test_measure_only_logs_per_class_values_by_label_name(tmp_path):
+    trainer = _plain_trainer(tmp_path, max_steps=4)
+    trainer.model.config.id2label = {0: "zero", 1: "one", 2: "two/2", 3: "three"}
+    SemScaleCallback.attach(trainer, warmup_steps=0, refresh_steps=2)
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "semscale/refreshes" in entry]
+    assert [entry["step"] for entry in logged] == [0, 2, 4]  # warm-up 0: measured once before the first step
+    assert {"semscale/scale/zero", "semscale/weight/two_2", "semscale/scale/three"} <= set(logged[-1])
+    assert logged[0]["semscale/classes_measured"] == 0.0 and logged[-1]["semscale/classes_measured"] == 4.0
