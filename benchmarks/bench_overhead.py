@@ -323,7 +323,8 @@ def main(argv: list[str] | None = None) -> None:
         return statistics.fmean(run[clock][args.skip_steps :])
 
     print(
-        "| pair | order | A wall (ms/step) | B wall (ms/step) | B/A wall | A CPU (ms/step) | B CPU (ms/step) | B/A CPU |"
+        "| pair | order | A wall (ms/step) | B wall (ms/step) | B/A wall | A CPU (ms/step) | B CPU (ms/step) "
+        "| B/A CPU |"
     )
     print("|---:|:---:|---:|---:|---:|---:|---:|---:|")
     ratios: dict[str, list[float]] = {"wall": [], "cpu": [], "wall_median": []}
@@ -414,7 +415,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{100 * (attributed + loss_extra) / base:.2f}% in all  "
     )
     print(
-        f"load average at end {os.getloadavg()[0]:.1f}; wall time of the benchmark {time.perf_counter() - started:.0f} s"
+        f"load average at end {os.getloadavg()[0]:.1f}; wall time of the benchmark "
+        f"{time.perf_counter() - started:.0f} s"
     )
 
 

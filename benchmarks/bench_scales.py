@@ -227,7 +227,8 @@ def run_shape(args: argparse.Namespace, dim: int, device: torch.device) -> dict:
     start = time.perf_counter()
     features_cpu, labels_cpu = make_data(counts, dim, args.seed)
     print(
-        f"data: {features_cpu.numel() * 4 / 2**30:.2f} GiB float32 features, built in {time.perf_counter() - start:.1f} s"
+        f"data: {features_cpu.numel() * 4 / 2**30:.2f} GiB float32 features, built in "
+        f"{time.perf_counter() - start:.1f} s"
     )
     features, labels = features_cpu.to(device), labels_cpu.to(device)
 
@@ -314,7 +315,8 @@ def print_table(rows: list[dict]) -> None:
         return "PASS" if ok else "FAIL"
 
     print(
-        "\n| shape | device | ours (s) | naive (s) | speed-up (goal >= 4x) | lower bound (s) | ours / bound (goal <= 2x) "
+        "\n| shape | device | ours (s) | naive (s) | speed-up (goal >= 4x) | lower bound (s) "
+        "| ours / bound (goal <= 2x) "
         "| library bound (s) | ours / library bound | max rel. error (goal <= 1e-4) "
         "| peak extra mem / features (goal < 2x) |"
     )

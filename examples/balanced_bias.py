@@ -143,10 +143,11 @@ def run_seed(
 
     features, _ = extract_features(trainer.model, train.pixel_values)
     pixels, pixel_labels = dataset_to_tensors(splits["train"], 8, num_channels=1)
+    alpha = parse_alpha(args.semscale_alpha)
     scales = {
         "pool": trainer.semantic_scales,
-        "features": class_semantic_scales(features, train.labels, num_classes, alpha=parse_alpha(args.semscale_alpha)),
-        "pixels": class_semantic_scales(pixels.flatten(1), pixel_labels, num_classes, alpha=parse_alpha(args.semscale_alpha)),
+        "features": class_semantic_scales(features, train.labels, num_classes, alpha=alpha),
+        "pixels": class_semantic_scales(pixels.flatten(1), pixel_labels, num_classes, alpha=alpha),
     }
     counts_tensor = torch.tensor(counts, dtype=torch.float64)
     compared = {"count": counts_tensor, "effective number": effective_number(counts_tensor)}
@@ -224,7 +225,8 @@ def _fmt(value: float) -> str:
 
 
 def plot_scale_vs_accuracy(records: list[dict[str, Any]], path: Path) -> Path | None:
-    """Per-class accuracy against scale, one panel per scale source, one colour per seed with its least-squares line."""
+    """Per-class accuracy against scale, one panel per scale source, one colour per seed with its least-squares
+    line."""
     try:
         import matplotlib
 

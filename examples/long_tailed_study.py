@@ -281,16 +281,18 @@ def aggregate(records: list[dict], study: StudyArguments, settings: dict) -> str
     factors = sorted({f for _, f, _ in runs})
     methods = _ordered_methods(runs, study)
     training, model = settings["training"], settings["model"]
+    schedule = getattr(training["lr_scheduler_type"], "value", training["lr_scheduler_type"])
+    refresh = "epoch" if training["semscale_refresh_steps"] is None else f"{training['semscale_refresh_steps']} steps"
     lines = [
         "# Long-tailed digits study",
         "",
         f"Settings `{settings_id(settings)}`: ViT hidden {model['hidden_size']}, {model['num_hidden_layers']} layers, "
         f"image {model['image_size']}, patch {model['patch_size']}; {training['num_train_epochs']:g} epochs, batch "
         f"{training['per_device_train_batch_size']}, AdamW lr {training['learning_rate']:g}, weight decay "
-        f"{training['weight_decay']:g}, {getattr(training['lr_scheduler_type'], 'value', training['lr_scheduler_type'])} "
+        f"{training['weight_decay']:g}, {schedule} "
         f"schedule; profile `{settings['profile']}`; "
         f"deferred methods warm up for {settings['deferred_fraction']:.3g} of the epochs; weights refreshed every "
-        f"{'epoch' if training['semscale_refresh_steps'] is None else str(training['semscale_refresh_steps']) + ' steps'}. "
+        f"{refresh}. "
         "Test split balanced (53 to 55 images per class). Mean ± sample std over seeds; Δ is the paired difference to "
         f"`{study.reference_method}` (same seed: same data and initial weights), W/L the seeds where the method was "
         "better/worse.",

@@ -120,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         results[source] = []
         for c in classes:
             effect = marginal_effect(
-                features[train.labels == c], repeats=marginal.repeats, seed=seed, alpha=parse_alpha(base_args.semscale_alpha)
+                features[train.labels == c],
+                repeats=marginal.repeats,
+                seed=seed,
+                alpha=parse_alpha(base_args.semscale_alpha),
             )
             results[source].append(describe(c, effect, marginal.effective_number_betas))
         logger.info(f"{source}: median tau {statistics.median(r['tau'] for r in results[source]):.1f} samples")

@@ -1,4 +1,4 @@
-"""The `semscale` command (also `python -m semscale_hf`): `semscale demo`, `semscale analyze`, `semscale install-metric`."""
+"""The `semscale` command (also `python -m semscale_hf`): `demo`, `analyze` and `install-metric`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The public API: every name of `__all__` imports from `semscale_hf`, lazily, and the math API without HF libraries."""
+"""The public API: all of `__all__` imports from `semscale_hf`, lazily, and the math API needs no HF library."""
 
 import subprocess
 import sys

@@ -47,4 +47,3 @@ def _paired_finite(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torc
         raise ValueError(f"cannot correlate vectors of lengths {x.numel()} and {y.numel()}")
     keep = torch.isfinite(x) & torch.isfinite(y)
     return x[keep], y[keep]
-

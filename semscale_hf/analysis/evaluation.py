@@ -196,9 +196,7 @@ def classification_metrics(
     return metrics
 
 
-def overall_accuracy(
-    predictions: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = IGNORE_INDEX
-) -> float:
+def overall_accuracy(predictions: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = IGNORE_INDEX) -> float:
     """Fraction of correct predictions (class ids, or logits: arg-max) over the rows not labelled `ignore_index`.
 
     Example:

@@ -117,8 +117,8 @@ def marginal_effect(
 def fit_saturating_curve(sizes: list[int] | torch.Tensor, values: torch.Tensor) -> SaturatingFit:
     """Least-squares fit of `values ~ a (1 - exp(-sizes / tau))`.
 
-    For a fixed `tau` the best `a` is linear least squares; `tau` is found by a log-spaced scan refined by golden-section
-    search, so no optimiser dependency is needed.
+    For a fixed `tau` the best `a` is linear least squares; `tau` is found by a log-spaced scan refined by
+    golden-section search, so no optimiser dependency is needed.
     """
     x = torch.as_tensor(sizes, dtype=torch.float64)
     y = torch.as_tensor(values, dtype=torch.float64)

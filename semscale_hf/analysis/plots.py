@@ -48,7 +48,7 @@ def _new_figure(**kwargs: Any) -> Figure:
         from matplotlib.figure import Figure
     except ImportError as error:
         raise ImportError(
-            "Plots need matplotlib, an optional dependency of semscale-hf: pip install 'semscale-hf[plots]' "
+            "plots need matplotlib, an optional dependency of semscale-hf: pip install 'semscale-hf[plots]' "
             "(or skip the plots: save(..., plots=False), `semscale analyze --no-plots`)"
         ) from error
     figure = Figure(**kwargs)

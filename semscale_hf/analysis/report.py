@@ -326,8 +326,8 @@ class SemanticScaleReport:
                 "",
                 "## Marginal effect",
                 "",
-                "Fit of `S(m) = a (1 - exp(-m / tau))` to the mean scale of random subsets of `m` examples; `m95` is the "
-                "size at which 95% of the asymptote `a` is reached.",
+                "Fit of `S(m) = a (1 - exp(-m / tau))` to the mean scale of random subsets of `m` examples; `m95` is "
+                "the size at which 95% of the asymptote `a` is reached.",
                 "",
                 "| Class | Name | Count | Asymptote a | tau | m95 | R² | Saturated |",
                 "|---|---|---|---|---|---|---|---|",
@@ -336,7 +336,8 @@ class SemanticScaleReport:
                 fit = effect.fit
                 lines.append(
                     f"| {c} | {_escape(self.classes[c].name)} | {effect.sizes[-1]} | {_cell(fit.asymptote)} | "
-                    f"{_cell(fit.tau)} | {_cell(fit.m95)} | {_cell(fit.r_squared)} | {'yes' if effect.saturated else 'no'} |"
+                    f"{_cell(fit.tau)} | {_cell(fit.m95)} | {_cell(fit.r_squared)} | "
+                    f"{'yes' if effect.saturated else 'no'} |"
                 )
         return "\n".join(lines) + "\n"
 

@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from ..core._validation import parse_alpha
+
 
 __all__ = ["analyze_main", "build_analyze_parser", "run_analyze"]
 
@@ -41,7 +43,7 @@ def build_analyze_parser(parser: argparse.ArgumentParser | None = None) -> argpa
     if parser is None:
         parser = argparse.ArgumentParser(
             prog="semscale analyze",
-            description="Semantic-scale report (Markdown, JSON, PNG plots) from features or from a model and a dataset.",
+            description="Semantic-scale report (Markdown, JSON, PNG plots) from features, or from a model and data.",
             epilog=__doc__.split("Examples:", 1)[1],
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
@@ -298,10 +300,8 @@ def _parse_train_counts(value: str) -> list[int]:
 
 
 def _parse_alpha(value: str) -> float | str:
-    if value == "dim":
-        return value
     try:
-        return float(value)
+        return parse_alpha(value)
     except ValueError:
         raise ValueError(f"--alpha must be 'dim' or a positive number, got {value!r}") from None
 

@@ -39,4 +39,3 @@ def run_install_metric(args: argparse.Namespace) -> int:
     print(f"Registered the {METRIC_NAME} evaluate module at {script}")
     print(f"Load it with: HF_EVALUATE_OFFLINE=1 python -c 'import evaluate; evaluate.load(\"{METRIC_NAME}\")'")
     return 0
-

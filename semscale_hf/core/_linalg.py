@@ -128,4 +128,3 @@ def lapack_threads(device: torch.device, largest_order: int) -> Iterator[None]:
         return
     with controller.limit(limits=1, user_api="blas"):
         yield
-

@@ -37,12 +37,15 @@ class SemScaleBalancer:
     """Feature pool plus the rule that turns it into class weights.
 
     Args:
-        class_counts (`Sequence[int]`): training samples per class; the pool capacity of each class (capped by
-            `pool_max_per_class`) and the count-based baselines come from it.
-        weighting (`str`, *optional*, defaults to `"semantic_scale"`): a key of [`~semscale_hf.core.weights.WEIGHTINGS`]:
-            `"semantic_scale"`, `"effective_number"`, `"inverse_frequency"` or `"none"` (scales are still measured
-            and reported, the weights stay 1).
-        Remaining keyword arguments: as the `semscale_*` fields of [`SemScaleTrainingArguments`].
+        class_counts (`Sequence[int]`):
+            Training samples per class; the pool capacity of each class (capped by `pool_max_per_class`) and the
+            count-based baselines come from it.
+        weighting (`str`, *optional*, defaults to `"semantic_scale"`):
+            A key of [`~semscale_hf.core.weights.WEIGHTINGS`]: `"semantic_scale"`, `"effective_number"`,
+            `"inverse_frequency"` or `"none"` (scales are still measured and reported, the weights stay 1).
+        power, momentum, weight_min, weight_max, alpha, center, normalize, min_count, pool_max_per_class, pool_dtype,
+        pool_device, effective_number_beta:
+            As the `semscale_*` fields of [`~semscale_hf.SemScaleTrainingArguments`] (`pool_dtype` a `torch.dtype`).
     """
 
     def __init__(
@@ -134,7 +137,7 @@ class SemScaleBalancer:
         self.last_refresh_step = step
 
     def summary(self, per_class_max: int = 20, names: Sequence[str] | None = None) -> dict[str, float]:
-        """Flat `semscale/*` scalars for `Trainer.log`; per-class values when there are at most `per_class_max` classes."""
+        """Flat `semscale/*` scalars for `Trainer.log`, per class too when there are at most `per_class_max`."""
         weights, scales = self.class_weights, self.semantic_scales
         measured = scales[torch.isfinite(scales)]
         logs = {

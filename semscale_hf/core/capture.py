@@ -57,8 +57,6 @@ def find_classifier_head(model: nn.Module, num_labels: int) -> tuple[str, nn.Lin
     Example:
 
     >>> from torch import nn
-
-from ._validation import check_int
     >>> model = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 2))
     >>> find_classifier_head(model, num_labels=2)[0]
     '2'
@@ -66,7 +64,7 @@ from ._validation import check_int
     hits = [(name, module) for name, module in _named_linears(model) if module.out_features == num_labels]
     if not hits:
         raise ValueError(
-            f"No nn.Linear with out_features={num_labels} (num_labels) in {type(model).__name__}; "
+            f"no nn.Linear with out_features={num_labels} (num_labels) in {type(model).__name__}; "
             f"{_describe_linears(model)}. Check num_labels, or pass feature_module with the head's name."
         )
     return hits[-1]
@@ -132,8 +130,6 @@ class FeatureCapture:
 
     >>> import torch
     >>> from torch import nn
-
-from ._validation import check_int
     >>> model = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 2))
     >>> with FeatureCapture(model, num_labels=2) as capture:
     ...     logits = model(torch.randn(4, 10))

@@ -68,7 +68,8 @@ def _focal_per_sample(logits: torch.Tensor, labels: torch.Tensor, *, gamma: floa
 def ldam_margins(
     class_counts: torch.Tensor | Sequence[int], max_margin: float = 0.5, *, device: torch.device | str | None = None
 ) -> torch.Tensor:
-    r"""Per-class LDAM margins $m_c \propto n_c^{-1/4}$, rescaled so that the largest is `max_margin` (Cao et al., 2019).
+    r"""Per-class LDAM margins $m_c \propto n_c^{-1/4}$, rescaled so that the largest is `max_margin` (Cao et al.,
+    2019).
 
     A class with count 0 has no samples to bound, so it gets the largest margin, `max_margin` (it is the rarest class);
     the rescaling uses only classes with a positive count. If every count is 0, every margin is `max_margin`.
@@ -125,7 +126,8 @@ def _ldam_per_sample(
             f"class_counts has {margins.shape[0]} entries but logits have {logits.shape[1]} classes; "
             "pass one count per class"
         )
-    # Only the true-class logit is pushed down by its class's margin, then everything is scaled (as in the authors' code).
+    # Only the true-class logit is pushed down by its class's margin, then everything is scaled (as in the authors'
+    # code).
     true_class = F.one_hot(labels, logits.shape[1]).to(logits.dtype)
     shifted = logits - true_class * margins[labels].unsqueeze(1)
     return F.cross_entropy(scale * shifted, labels, reduction="none")
@@ -193,12 +195,13 @@ def class_weighted_loss(
     $$\mathcal{L} = \frac{1}{N} \sum_{i:\, y_i \neq \text{ignore\_index}} w_{y_i} \, \ell_i$$
 
     The denominator $N$ is a count, never $\sum_i w_{y_i}$, so that losses of micro-batches (or of processes) add up to
-    the loss of the whole batch: with `num_items=None` the mean over two equal micro-batches equals the full-batch loss,
-    and with `num_items` set to the full batch's count the *sum* over micro-batches equals it, whatever the weights.
+    the loss of the whole batch: with `num_items=None` the mean over two equal micro-batches equals the full-batch
+    loss, and with `num_items` set to the full batch's count the *sum* over micro-batches equals it, whatever the
+    weights.
 
     Computation runs in float32 for half-precision and float32 logits (float16/bfloat16 are upcast) and in float64 for
-    float64 logits; the returned scalar has that dtype, so it is float32 for every mixed-precision setup. Gradients flow
-    back to `logits` in their own dtype.
+    float64 logits; the returned scalar has that dtype, so it is float32 for every mixed-precision setup. Gradients
+    flow back to `logits` in their own dtype.
 
     Args:
         name (`str`):
@@ -224,8 +227,9 @@ def class_weighted_loss(
         `backward()` works (with zero gradients) instead of producing NaN.
 
     Raises:
-        `ValueError`: unknown `name`, labels outside `[0, num_classes)` other than `ignore_index`, `class_weights` not of
-            shape `(num_classes,)`, `num_items` smaller than the number of non-ignored labels, or bad base-loss options.
+        `ValueError`: unknown `name`, labels outside `[0, num_classes)` other than `ignore_index`, `class_weights`
+            not of shape `(num_classes,)`, `num_items` smaller than the number of non-ignored labels, or bad
+            base-loss options.
         `TypeError`: non-floating logits, non-integer labels, or an option the base loss does not take.
     """
     if name not in BASE_LOSSES:
@@ -286,8 +290,8 @@ def weighted_cross_entropy(
 
     With `class_weights=None` (or all ones) this equals `F.cross_entropy(logits, labels, label_smoothing=...)`. With
     non-uniform weights it is $\frac{1}{N}\sum_i w_{y_i} \ell_i$, which differs from
-    `F.cross_entropy(weight=class_weights)` (that one divides by $\sum_i w_{y_i}$). Label smoothing is unweighted inside
-    each sample's loss, and the sample's class weight scales the whole smoothed loss.
+    `F.cross_entropy(weight=class_weights)` (that one divides by $\sum_i w_{y_i}$). Label smoothing is unweighted
+    inside each sample's loss, and the sample's class weight scales the whole smoothed loss.
 
     Args:
         logits (`torch.Tensor` of shape `(batch, num_classes)`): Unnormalised scores, any floating dtype.

@@ -48,6 +48,7 @@ def class_accuracy(class_id: int) -> str:
     return f"acc_class_{class_id}"
 
 
+_PER_CLASS = "at most `semscale_log_per_class_max` classes"
 LOGGED_METRICS: list[tuple[str, str, str]] = [
     (STAGE, "every refresh", "0 during warm-up, 1 once balanced"),
     (REFRESHES, "every refresh", "number of measurements so far"),
@@ -60,13 +61,13 @@ LOGGED_METRICS: list[tuple[str, str, str]] = [
     (SCALE_MEAN, "every refresh, once a class is measured", "mean semantic scale (bits)"),
     (SCALE_MAX, "every refresh, once a class is measured", "largest semantic scale (bits)"),
     (IMBALANCE_RATIO, "every refresh, once a class is measured", "largest over smallest scale"),
-    (class_weight("<name>"), "every refresh, at most `semscale_log_per_class_max` classes", "weight of a class"),
-    (class_scale("<name>"), "every refresh, at most `semscale_log_per_class_max` classes", "scale of a class (NaN: unmeasured)"),
+    (class_weight("<name>"), f"every refresh, {_PER_CLASS}", "weight of a class"),
+    (class_scale("<name>"), f"every refresh, {_PER_CLASS}", "scale of a class (NaN: unmeasured)"),
     (EVAL_PREFIX + ACCURACY, "evaluation", "accuracy over all examples"),
     (EVAL_PREFIX + BALANCED_ACCURACY, "evaluation", "mean per-class accuracy (classes with examples)"),
-    (EVAL_PREFIX + group_accuracy("many"), "evaluation", "mean accuracy of classes with more than 100 training samples"),
-    (EVAL_PREFIX + group_accuracy("medium"), "evaluation", "mean accuracy of classes with 20 to 100 training samples"),
-    (EVAL_PREFIX + group_accuracy("few"), "evaluation", "mean accuracy of classes with fewer than 20 training samples"),
-    (EVAL_PREFIX + class_accuracy("<c>"), "evaluation, at most `semscale_log_per_class_max` classes", "accuracy of class id c"),
+    (EVAL_PREFIX + group_accuracy("many"), "evaluation", "mean accuracy of classes of more than 100 training samples"),
+    (EVAL_PREFIX + group_accuracy("medium"), "evaluation", "mean accuracy of classes of 20 to 100 training samples"),
+    (EVAL_PREFIX + group_accuracy("few"), "evaluation", "mean accuracy of classes of fewer than 20 training samples"),
+    (EVAL_PREFIX + class_accuracy("<c>"), f"evaluation, {_PER_CLASS}", "accuracy of class id c"),
 ]
 """(key, when it is logged, meaning) of every logged metric, in the order of the README table."""

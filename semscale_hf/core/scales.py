@@ -65,7 +65,8 @@ def semantic_scale(
         features (`torch.Tensor` of shape `(m, d)`):
             The class's feature vectors (for a classifier: the input of its classification head), any float dtype.
         alpha (`float` or `"dim"`, *optional*, defaults to `"dim"`):
-            The constant in `I + alpha/m Zc^T Zc`; `"dim"` uses the feature dimension `d` (the paper's coding-rate form).
+            The constant in `I + alpha/m Zc^T Zc`; `"dim"` uses the feature dimension `d` (the paper's coding-rate
+            form).
         center (`bool`, *optional*, defaults to `True`):
             Subtract the class mean first (as the author's code does).
         normalize (`bool`, *optional*, defaults to `False`):
@@ -271,15 +272,3 @@ def _bucket_logdets(
             eigenvalues = torch.linalg.eigvalsh(products)  # reads the lower triangle only
             logdets[retry] = torch.log1p(eigenvalues.clamp_min(0.0)).sum(-1)
     return logdets
-
-
-
-
-
-
-
-
-
-
-
-

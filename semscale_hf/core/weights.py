@@ -114,7 +114,7 @@ def inverse_frequency_weights(
     w_min: float | None = None,
     w_max: float | None = None,
 ) -> torch.Tensor:
-    """Weights `w ~ n_c^(-power)`, same conventions as [`scales_to_weights`]; count-0 classes get the largest weight."""
+    """Weights `w ~ n_c^(-power)` (conventions of [`scales_to_weights`]); count-0 classes get the largest weight."""
     counts = _check_counts(counts)
     _check_power(power)
     measured = counts > 0

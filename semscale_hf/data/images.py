@@ -27,25 +27,29 @@ __all__ = [
     "make_image_transform",
 ]
 
-# Hub repositories and their column names: cifar10 has ("img", "label"), cifar100 ("img", "fine_label", "coarse_label").
+# Hub repositories and their column names: cifar10 has ("img", "label"), cifar100 ("img", "fine_label",
+# "coarse_label").
 _CIFAR = {"cifar10": ("uoft-cs/cifar10", "img", "label"), "cifar100": ("uoft-cs/cifar100", "img", "fine_label")}
 
 
 def load_digits_dataset(*, test_size: float = 0.3, seed: int = 0) -> datasets.DatasetDict:
-    """
-    Load scikit-learn's digits (1,797 8x8 grayscale images, 10 classes) as a stratified train/test [`~datasets.DatasetDict`].
+    """Load scikit-learn's digits (1,797 8x8 grayscale images, 10 classes) as a stratified train/test
+    [`~datasets.DatasetDict`].
 
-    The data ships with scikit-learn, so no network is needed. Pixel values 0..16 are rescaled to `uint8` 0..255 and stored as
-    [`~datasets.Image`] (rows decode to PIL images of mode "L"); labels are a [`~datasets.ClassLabel`] with names "0" to "9".
+    The data ships with scikit-learn, so no network is needed. Pixel values 0..16 are rescaled to `uint8` 0..255 and
+    stored as [`~datasets.Image`] (rows decode to PIL images of mode "L"); labels are a [`~datasets.ClassLabel`] with
+    names "0" to "9".
 
     Args:
         test_size (`float`, *optional*, defaults to `0.3`):
             Fraction of the rows that goes to the "test" split, strictly between 0 and 1.
         seed (`int`, *optional*, defaults to `0`):
-            Seed of the split. The split is stratified by label, so both splits keep the (nearly balanced) class proportions.
+            Seed of the split. The split is stratified by label, so both splits keep the (nearly balanced) class
+            proportions.
 
     Returns:
-        [`~datasets.DatasetDict`]: splits "train" and "test" with features `{"image": Image(), "label": ClassLabel(...)}`.
+        [`~datasets.DatasetDict`]: splits "train" and "test" with features `{"image": Image(), "label":
+        ClassLabel(...)}`.
 
     Example:
 
@@ -56,7 +60,7 @@ def load_digits_dataset(*, test_size: float = 0.3, seed: int = 0) -> datasets.Da
     from sklearn.datasets import load_digits
 
     if isinstance(test_size, bool) or not isinstance(test_size, numbers.Real) or not 0 < test_size < 1:
-        raise ValueError(f"`test_size` must be a float strictly between 0 and 1, got {test_size!r}.")
+        raise ValueError(f"test_size must be a float strictly between 0 and 1, got {test_size!r}")
     digits = load_digits()
     images = (digits.images / 16 * 255).astype(np.uint8)  # (1797, 8, 8)
     features = datasets.Features(
@@ -70,8 +74,7 @@ def load_digits_dataset(*, test_size: float = 0.3, seed: int = 0) -> datasets.Da
 def load_long_tailed_digits(
     *, imbalance_factor: float = 10.0, profile: Profile = "exp", seed: int = 0, test_size: float = 0.3
 ) -> datasets.DatasetDict:
-    """
-    Digits with a long-tailed train split and the balanced test split, a small offline stand-in for CIFAR-LT.
+    """Digits with a long-tailed train split and the balanced test split, a small offline stand-in for CIFAR-LT.
 
     Args:
         imbalance_factor (`float`, *optional*, defaults to `10.0`):
@@ -107,12 +110,11 @@ def load_cifar_lt(
     seed: int = 0,
     cache_dir: str | None = None,
 ) -> datasets.DatasetDict:
-    """
-    CIFAR-10-LT or CIFAR-100-LT (Cao et al., 2019): the long-tailed train split and the balanced test split.
+    """CIFAR-10-LT or CIFAR-100-LT (Cao et al., 2019): the long-tailed train split and the balanced test split.
 
-    Downloads "uoft-cs/cifar10" or "uoft-cs/cifar100" from the Hugging Face Hub (network needed on the first call), uses the fine
-    labels of CIFAR-100, and keeps a seeded subset of train following [`long_tailed_counts`] with 5,000 (CIFAR-10) or 500
-    (CIFAR-100) images in the head class: 12,406 and 10,847 train images at imbalance factor 100.
+    Downloads "uoft-cs/cifar10" or "uoft-cs/cifar100" from the Hugging Face Hub (network needed on the first call),
+    uses the fine labels of CIFAR-100, and keeps a seeded subset of train following [`long_tailed_counts`] with 5,000
+    (CIFAR-10) or 500 (CIFAR-100) images in the head class: 12,406 and 10,847 train images at imbalance factor 100.
 
     Args:
         name (`str`, *optional*, defaults to `"cifar10"`):
@@ -130,7 +132,7 @@ def load_cifar_lt(
         [`~datasets.DatasetDict`]: "train" and "test" with columns "image" and "label".
     """
     if name not in _CIFAR:
-        raise ValueError(f"`name` must be one of {list(_CIFAR)}, got {name!r}.")
+        raise ValueError(f"name must be one of {list(_CIFAR)}, got {name!r}")
     repo_id, image_column, label_column = _CIFAR[name]
     dataset_dict = datasets.load_dataset(repo_id, cache_dir=cache_dir)
     return build_long_tailed_splits(
@@ -150,16 +152,16 @@ def make_image_transform(
     mean: float | Sequence[float] = 0.5,
     std: float | Sequence[float] = 0.5,
 ) -> Callable[[dict[str, list[Any]]], dict[str, torch.Tensor]]:
-    """
-    Build a batch transform for [`~datasets.Dataset.with_transform`] that turns images into model inputs.
+    """Build a batch transform for [`~datasets.Dataset.with_transform`] that turns images into model inputs.
 
-    The transform maps `{"image": [PIL.Image, ...], "label": [int, ...]}` to `{"pixel_values": (batch, num_channels, image_size,
-    image_size) float32, "labels": (batch,) int64}`: convert to "L" or "RGB", bilinear resize, scale to [0, 1], then
-    `(x - mean) / std`. This equals `ViTImageProcessorPil` with the same size, mean and std, and ran about 2x (RGB) to 6x
-    (grayscale) faster on the digits.
+    The transform maps `{"image": [PIL.Image, ...], "label": [int, ...]}` to `{"pixel_values": (batch, num_channels,
+    image_size, image_size) float32, "labels": (batch,) int64}`: convert to "L" or "RGB", bilinear resize, scale to [0,
+    1], then `(x - mean) / std`. This equals `ViTImageProcessorPil` with the same size, mean and std, and ran about 2x
+    (RGB) to 6x (grayscale) faster on the digits.
 
-    With [`~transformers.Trainer`], set `remove_unused_columns=False` in the training arguments: otherwise Trainer drops the
-    "image" column (not an argument of `model.forward`) before the transform runs, and the transform fails with `KeyError: 'image'`.
+    With [`~transformers.Trainer`], set `remove_unused_columns=False` in the training arguments: otherwise Trainer
+    drops the "image" column (not an argument of `model.forward`) before the transform runs, and the transform fails
+    with `KeyError: 'image'`.
 
     Args:
         image_size (`int`):
@@ -182,13 +184,13 @@ def make_image_transform(
     (torch.Size([4, 3, 16, 16]), torch.int64)
     """
     if isinstance(image_size, bool) or not isinstance(image_size, numbers.Integral) or image_size < 1:
-        raise ValueError(f"`image_size` must be a positive integer, got {image_size!r}.")
+        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
     if num_channels not in (1, 3):
-        raise ValueError(f"`num_channels` must be 1 (grayscale) or 3 (RGB), got {num_channels!r}.")
+        raise ValueError(f"num_channels must be 1 (grayscale) or 3 (RGB), got {num_channels!r}")
     mean_array = _per_channel(mean, num_channels, "mean")
     std_array = _per_channel(std, num_channels, "std")
     if np.any(std_array <= 0):
-        raise ValueError(f"`std` must be positive, got {std!r}.")
+        raise ValueError(f"std must be positive, got {std!r}")
     mode = "L" if num_channels == 1 else "RGB"
     size = (int(image_size), int(image_size))
 
@@ -210,7 +212,7 @@ def _per_channel(value: float | Sequence[float], num_channels: int, name: str) -
     if array.size == 1:
         array = np.repeat(array, num_channels)
     if array.size != num_channels or not np.all(np.isfinite(array)):
-        raise ValueError(f"`{name}` must be a finite float or {num_channels} finite floats, got {value!r}.")
+        raise ValueError(f"{name} must be a finite float or {num_channels} finite floats, got {value!r}")
     return array
 
 
@@ -222,8 +224,7 @@ def dataset_to_tensors(
     mean: float | Sequence[float] = 0.5,
     std: float | Sequence[float] = 0.5,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """
-    Transform a whole (small) image dataset at once, e.g. for feature extraction without a DataLoader.
+    """Transform a whole (small) image dataset at once, e.g. for feature extraction without a DataLoader.
 
     Args:
         dataset ([`~datasets.Dataset`]):
@@ -238,8 +239,8 @@ def dataset_to_tensors(
             Per-channel standard deviation, as in [`make_image_transform`].
 
     Returns:
-        `tuple[torch.Tensor, torch.Tensor]`: `pixel_values` of shape `(num_rows, num_channels, image_size, image_size)` and
-        `labels` of shape `(num_rows,)`.
+        `tuple[torch.Tensor, torch.Tensor]`: `pixel_values` of shape `(num_rows, num_channels, image_size, image_size)`
+        and `labels` of shape `(num_rows,)`.
 
     Example:
 
@@ -251,4 +252,3 @@ def dataset_to_tensors(
     # with_format(None) drops any transform already set, so the raw PIL images reach ours.
     batch = transform(dataset.with_format(None)[:])
     return batch["pixel_values"], batch["labels"]
-

@@ -23,13 +23,13 @@ _PROFILES = ("exp", "step")
 def long_tailed_counts(
     max_count: int, num_classes: int, imbalance_factor: float, profile: Profile = "exp"
 ) -> list[int]:
-    r"""
-    Per-class sample counts of a long-tailed profile, head class first.
+    r"""Per-class sample counts of a long-tailed profile, head class first.
 
-    - `"exp"` (Cao et al., LDAM; Cui et al., class-balanced loss): $$n_i = \lfloor n_{\max} \cdot \rho^{-i/(C-1)} \rfloor$$ for
-      $$i = 0, \dots, C-1$$, where $$\rho$$ is the imbalance factor. The first count is `max_count`, the last `floor(max_count /
+    - `"exp"` (Cao et al., LDAM; Cui et al., class-balanced loss): $$n_i = \lfloor n_{\max} \cdot \rho^{-i/(C-1)}
+      \rfloor$$ for $$i = 0, \dots, C-1$$, where $$\rho$$ is the imbalance factor. The first count is `max_count`, the
+      last `floor(max_count / imbalance_factor)`.
+    - `"step"` (Cao et al.): the first `num_classes // 2` classes get `max_count`, the others `floor(max_count /
       imbalance_factor)`.
-    - `"step"` (Cao et al.): the first `num_classes // 2` classes get `max_count`, the others `floor(max_count / imbalance_factor)`.
 
     `imbalance_factor=1` gives a balanced profile.
 
@@ -54,10 +54,10 @@ def long_tailed_counts(
     [100, 100, 10, 10]
     """
     if isinstance(max_count, bool) or not isinstance(max_count, numbers.Integral) or max_count < 1:
-        raise ValueError(f"`max_count` must be an integer >= 1, got {max_count!r}.")
+        raise ValueError(f"max_count must be an integer >= 1, got {max_count!r}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 2:
         raise ValueError(
-            f"`num_classes` must be an integer >= 2 (a long tail needs several classes), got {num_classes!r}."
+            f"num_classes must be an integer >= 2 (a long tail needs several classes), got {num_classes!r}"
         )
     if (
         isinstance(imbalance_factor, bool)
@@ -65,22 +65,21 @@ def long_tailed_counts(
         or not math.isfinite(imbalance_factor)
         or imbalance_factor < 1
     ):
-        raise ValueError(
-            f"`imbalance_factor` must be a finite number >= 1 (1 means balanced), got {imbalance_factor!r}."
-        )
+        raise ValueError(f"imbalance_factor must be a finite number >= 1 (1 means balanced), got {imbalance_factor!r}")
     if profile not in _PROFILES:
-        raise ValueError(f"`profile` must be one of {_PROFILES}, got {profile!r}.")
+        raise ValueError(f"profile must be one of {_PROFILES}, got {profile!r}")
     max_count, num_classes = int(max_count), int(num_classes)
     tail_count = math.floor(max_count / imbalance_factor)
     if tail_count < 1:
         raise ValueError(
-            f"`max_count={max_count}` with `imbalance_factor={imbalance_factor}` leaves the tail class with no samples; "
-            f"use an imbalance factor of at most {max_count}."
+            f"max_count={max_count} with imbalance_factor={imbalance_factor} leaves the tail class with no samples; "
+            f"use an imbalance factor of at most {max_count}"
         )
     if profile == "step":
         num_head = num_classes // 2
         return [max_count] * num_head + [tail_count] * (num_classes - num_head)
-    # Dividing (rather than multiplying by 1 / imbalance_factor) keeps the last count exactly floor(max_count / imbalance_factor).
+    # Dividing (rather than multiplying by 1 / imbalance_factor) keeps the last count exactly floor(max_count /
+    # imbalance_factor).
     return [math.floor(max_count / imbalance_factor ** (i / (num_classes - 1))) for i in range(num_classes)]
 
 
@@ -94,12 +93,11 @@ def make_long_tailed(
     class_order: Sequence[int] | None = None,
     max_count: int | None = None,
 ) -> datasets.Dataset:
-    """
-    Subsample a dataset so that its class counts follow [`long_tailed_counts`].
+    """Subsample a dataset so that its class counts follow [`long_tailed_counts`].
 
-    For each class a seeded random subset of the required size is drawn without replacement; the kept rows stay in their
-    original order. The result is the same for the same seed, and for a fixed seed the subsets are nested: a larger imbalance
-    factor keeps a subset of the rows that a smaller one keeps.
+    For each class a seeded random subset of the required size is drawn without replacement; the kept rows stay in
+    their original order. The result is the same for the same seed, and for a fixed seed the subsets are nested: a
+    larger imbalance factor keeps a subset of the rows that a smaller one keeps.
 
     Args:
         dataset ([`~datasets.Dataset`]):
@@ -111,12 +109,14 @@ def make_long_tailed(
         seed (`int`, *optional*, defaults to `0`):
             Seed of the per-class subsampling.
         label_column (`str`, *optional*, defaults to `"label"`):
-            Name of the integer label column. The number of classes comes from its [`~datasets.ClassLabel`] when there is one,
-            otherwise from the largest label plus one.
+            Name of the integer label column. The number of classes comes from its [`~datasets.ClassLabel`] when there
+            is one, otherwise from the largest label plus one.
         class_order (`Sequence[int]`, *optional*):
-            Permutation of the class ids from head to tail: `class_order[0]` gets the largest count. Defaults to `0, 1, ..., C-1`.
+            Permutation of the class ids from head to tail: `class_order[0]` gets the largest count. Defaults to `0, 1,
+            ..., C-1`.
         max_count (`int`, *optional*):
-            Count of the head class. Defaults to the smallest class count in `dataset`, so every class can supply its share.
+            Count of the head class. Defaults to the smallest class count in `dataset`, so every class can supply its
+            share.
 
     Returns:
         [`~datasets.Dataset`]: the subset, with the same features as `dataset`.
@@ -142,14 +142,14 @@ def make_long_tailed(
         class_order = [int(c) for c in class_order]
         if sorted(class_order) != list(range(num_classes)):
             raise ValueError(
-                f"`class_order` must be a permutation of 0..{num_classes - 1} (head class first), got {class_order}."
+                f"class_order must be a permutation of 0..{num_classes - 1} (head class first), got {class_order}"
             )
     if max_count is None:
         max_count = int(available.min())
         if max_count == 0:
             missing = np.flatnonzero(available == 0).tolist()
             raise ValueError(
-                f"Classes {missing} have no rows in {label_column!r}; pass `max_count` explicitly or drop them."
+                f"classes {missing} have no rows in {label_column!r}; pass max_count explicitly or drop them"
             )
     counts = long_tailed_counts(max_count, num_classes, imbalance_factor, profile)
 
@@ -160,10 +160,10 @@ def make_long_tailed(
         if available[label] < target:
             raise ValueError(
                 f"Class {label} has {available[label]} rows but the {profile!r} profile asks for {target}; "
-                "lower `max_count` or change `class_order`."
+                "lower max_count or change class_order"
             )
-        # One generator per class and a prefix of one permutation: the rows kept for a class depend only on (seed, label),
-        # so for a fixed seed a larger imbalance factor keeps a subset of the rows a smaller one keeps.
+        # One generator per class and a prefix of one permutation: the rows kept for a class depend only on (seed,
+        # label), so for a fixed seed a larger imbalance factor keeps a subset of the rows a smaller one keeps.
         rng = np.random.default_rng([seed, label])
         keep.append(rng.permutation(np.flatnonzero(labels == label))[:target])
     return dataset.select(np.sort(np.concatenate(keep)))
@@ -178,11 +178,10 @@ def build_long_tailed_splits(
     profile: Profile = "exp",
     seed: int = 0,
 ) -> datasets.DatasetDict:
-    """
-    Normalise the columns of every split to "image" and "label", then make the "train" split long-tailed.
+    """Normalise the columns of every split to "image" and "label", then make the "train" split long-tailed.
 
-    This is the part of [`load_cifar_lt`] after the download. Other columns (such as CIFAR-100's "coarse_label") are dropped;
-    splits other than "train" are left balanced.
+    This is the part of [`load_cifar_lt`] after the download. Other columns (such as CIFAR-100's "coarse_label") are
+    dropped; splits other than "train" are left balanced.
 
     Args:
         dataset_dict ([`~datasets.DatasetDict`]):
@@ -190,7 +189,8 @@ def build_long_tailed_splits(
         image_column (`str`, *optional*, defaults to `"image"`):
             Name of the image column in `dataset_dict`, renamed to "image".
         label_column (`str`, *optional*, defaults to `"label"`):
-            Name of the label column in `dataset_dict`, renamed to "label" (a [`~datasets.ClassLabel`] keeps its names).
+            Name of the label column in `dataset_dict`, renamed to "label" (a [`~datasets.ClassLabel`] keeps its
+            names).
         imbalance_factor (`float`):
             Head-to-tail ratio of the train split.
         profile (`str`, *optional*, defaults to `"exp"`):
@@ -202,14 +202,14 @@ def build_long_tailed_splits(
         [`~datasets.DatasetDict`]: the same splits with columns "image" and "label", "train" long-tailed.
     """
     if "train" not in dataset_dict:
-        raise ValueError(f"`dataset_dict` needs a 'train' split, got splits {list(dataset_dict)}.")
+        raise ValueError(f"dataset_dict needs a 'train' split, got splits {list(dataset_dict)}")
     normalised = {}
     for split, dataset in dataset_dict.items():
         missing = [c for c in (image_column, label_column) if c not in dataset.column_names]
         if missing:
             raise ValueError(
-                f"Split {split!r} lacks columns {missing} (it has {dataset.column_names}); pass `image_column` and "
-                "`label_column`."
+                f"split {split!r} lacks columns {missing} (it has {dataset.column_names}); pass image_column and "
+                "label_column with the names it has"
             )
         # Selecting first avoids a name clash when, e.g., "fine_label" becomes "label".
         dataset = dataset.select_columns([image_column, label_column])
@@ -218,4 +218,3 @@ def build_long_tailed_splits(
         normalised["train"], imbalance_factor=imbalance_factor, profile=profile, seed=seed
     )
     return datasets.DatasetDict(normalised)
-

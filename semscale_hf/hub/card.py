@@ -67,7 +67,6 @@ _EVAL_METRICS = {
 _MAX_TABLE_ROWS = 100
 
 
-
 def read_template() -> str:
     """The Jinja text of the model card template.
 

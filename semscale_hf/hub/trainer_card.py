@@ -26,7 +26,6 @@ _SPEED_METRICS = ("runtime", "samples_per_second", "steps_per_second", "epoch", 
 _GENERIC_BUILDERS = {None, "", "csv", "json", "pandas", "parquet", "text", "arrow", "imagefolder", "audiofolder"}
 
 
-
 def card_data_from_trainer(
     trainer: Any,
     *,
@@ -122,7 +121,6 @@ def card_data_from_trainer(
     )
 
 
-
 def write_model_card(trainer: Any, output_dir: str | os.PathLike | None = None, **card_kwargs: Any) -> ModelCard:
     """Writes the model card (`README.md`) and, when it can be drawn, the plot (`PLOT_FILE`) into `output_dir`.
 
@@ -210,4 +208,3 @@ def _as_list(value: str | list[str] | None) -> list[str]:
 def _first(value: str | list[str] | None) -> str | None:
     values = _as_list(value)
     return values[0] if values else None
-

@@ -9,7 +9,7 @@ never writes into the cache.
 |---|---|
 | `semscale_hf.load_metric()` | nothing |
 | `evaluate.load(semscale_hf.metrics.SEMANTIC_SCALE_PATH)` | nothing |
-| `evaluate.load("semantic_scale")` | `semscale install-metric` once per `HF_HOME` (and `HF_EVALUATE_OFFLINE=1` to skip the Hub lookup) |
+| `evaluate.load("semantic_scale")` | `semscale install-metric` once per `HF_HOME` (`HF_EVALUATE_OFFLINE=1`: no Hub) |
 
 `evaluate` is imported lazily (it takes seconds to import), inside the functions that need it.
 """
@@ -34,7 +34,7 @@ METRIC_NAME = "semantic_scale"
 # evaluate's cache folder for a canonical ("evaluate-metric/<name>") module, where a bare-name load looks
 _CACHE_FOLDER = f"evaluate-metric--{METRIC_NAME}"
 # The cache entry only re-imports the installed class, so it stays valid when semscale-hf is upgraded.
-_SHIM = f'''"""The {METRIC_NAME} evaluate module, registered by `semscale install-metric`; the code is in semscale-hf."""
+_SHIM = f'''"""The {METRIC_NAME} evaluate module, registered by `semscale install-metric`; code in semscale-hf."""
 
 from semscale_hf.metrics.{METRIC_NAME}.{METRIC_NAME} import SemanticScale  # noqa: F401
 '''

@@ -59,8 +59,8 @@ class SemScaleCallback(TrainerCallback):
         feature_module (`str`, *optional*):
             Name of the classification head in measure-only mode (default: automatic).
         warmup_epochs, warmup_steps, refresh_steps:
-            The schedule (as the `semscale_*` fields of [`SemScaleTrainingArguments`]); defaults measure first after one
-            epoch and then once per epoch.
+            The schedule (as the `semscale_*` fields of [`SemScaleTrainingArguments`]); defaults measure first after
+            one epoch and then once per epoch.
         per_class_max (`int`, *optional*, defaults to 20):
             Log per-class scales and weights when there are at most this many classes.
         balancer_options:

@@ -72,8 +72,10 @@ class SemScaleTrainingArguments(TrainingArguments):
             `beta` of the effective number (Cui et al. 2019) for `semscale_weighting="effective_number"`.
         semscale_focal_gamma (`float`, *optional*, defaults to `2.0`):
             `gamma` of the focal loss.
-        semscale_ldam_max_margin (`float`, *optional*, defaults to `0.5`), semscale_ldam_scale (`float`, *optional*, defaults to `30.0`):
-            Largest LDAM margin and the logit scale of the LDAM loss.
+        semscale_ldam_max_margin (`float`, *optional*, defaults to `0.5`):
+            Largest LDAM margin.
+        semscale_ldam_scale (`float`, *optional*, defaults to `30.0`):
+            Logit scale of the LDAM loss.
         semscale_log_per_class_max (`int`, *optional*, defaults to `20`):
             Log per-class scales, weights and accuracies when there are at most this many classes.
     """
@@ -149,9 +151,7 @@ class SemScaleTrainingArguments(TrainingArguments):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.semscale_weighting not in WEIGHTINGS:
-            raise ValueError(
-                f"semscale_weighting must be one of {tuple(WEIGHTINGS)}, got {self.semscale_weighting!r}"
-            )
+            raise ValueError(f"semscale_weighting must be one of {tuple(WEIGHTINGS)}, got {self.semscale_weighting!r}")
         if self.semscale_base_loss not in BASE_LOSSES:
             raise ValueError(
                 f"semscale_base_loss must be one of {tuple(BASE_LOSSES)}, got {self.semscale_base_loss!r}"

@@ -50,7 +50,7 @@ def gather_batch(
 
 
 def broadcast_from_main(accelerator: Accelerator, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Rank 0's values of `tensors` on every rank, each on its own device again (the tensors as they are in one process).
+    """Rank 0's values of `tensors` on every rank, each back on its own device (unchanged in one process).
 
     Used after a refresh: every rank holds the same pool and computes the same weights, and the broadcast rules out
     any difference that floating-point reductions could still leave between ranks.

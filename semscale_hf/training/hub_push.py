@@ -33,7 +33,7 @@ class HubPushError(RuntimeError):
 
 
 class HubPushMixin:
-    """Overrides of [`~transformers.Trainer`]'s Hub methods; mix in before `Trainer` (`class X(HubPushMixin, Trainer)`)."""
+    """[`~transformers.Trainer`]'s Hub methods, overridden; mix in first: `class X(HubPushMixin, Trainer)`."""
 
     def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
         """Creates (or finds) the Hub repo as [`~transformers.Trainer`] does; raises [`HubPushError`] when it fails.

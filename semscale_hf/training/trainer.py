@@ -33,10 +33,10 @@ __all__ = ["HubPushError", "SemScaleTrainer"]
 class SemScaleTrainer(HubPushMixin, Trainer):
     """[`~transformers.Trainer`] whose loss is re-weighted per class by semantic scale, updated during training.
 
-    A drop-in replacement: swap the class name and use [`SemScaleTrainingArguments`]. During the forward pass a pre-hook
-    on the classification head keeps its input (the features; no extra forward pass); the features of every training
-    batch, gathered across processes, go into a per-class feature pool; the scales measured on that pool give the
-    class weights (see the README for the stages and the defaults).
+    A drop-in replacement: swap the class name and use [`SemScaleTrainingArguments`]. During the forward pass a
+    pre-hook on the classification head keeps its input (the features; no extra forward pass); the features of every
+    training batch, gathered across processes, go into a per-class feature pool; the scales measured on that pool give
+    the class weights (see the README for the stages and the defaults).
 
     Args:
         class_counts (`list[int]`, *optional*):
@@ -64,8 +64,8 @@ class SemScaleTrainer(HubPushMixin, Trainer):
             args = SemScaleTrainingArguments(output_dir="trainer_output")
         if not isinstance(args, SemScaleTrainingArguments):
             raise TypeError(
-                f"SemScaleTrainer needs SemScaleTrainingArguments, got {type(args).__name__}; build the arguments with "
-                "SemScaleTrainingArguments(...) (it accepts every TrainingArguments field)"
+                f"SemScaleTrainer needs SemScaleTrainingArguments, got {type(args).__name__}; build the arguments "
+                "with SemScaleTrainingArguments(...) (it accepts every TrainingArguments field)"
             )
         user_metrics = trainer_kwargs.pop("compute_metrics", None)
         super().__init__(model, args, *trainer_args, **trainer_kwargs)
@@ -229,7 +229,8 @@ def _reload_renamed_weights(model: nn.Module, checkpoint: str) -> None:
     missing, unexpected = model.load_state_dict(reloaded.state_dict(), strict=False)
     if missing or unexpected:
         raise RuntimeError(
-            f"could not restore the model weights from {checkpoint}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            f"could not restore the model weights from {checkpoint}: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
         )
 
 

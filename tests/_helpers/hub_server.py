@@ -138,7 +138,7 @@ class HubFile:
 
     @property
     def oid(self) -> str:
-        """sha256 for LFS files, git sha1 otherwise: preupload's `oid` (as `CommitOperationAdd._local_oid`) and ETag."""
+        """sha256 for LFS files, else git sha1: preupload's `oid` (as `CommitOperationAdd._local_oid`) and ETag."""
         return self.sha256 if self.lfs else self.git_oid
 
     def tree_entry(self, path: str) -> dict[str, Any]:

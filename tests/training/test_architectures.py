@@ -168,8 +168,8 @@ def assert_trained_and_weighted(run: Run, dim: int) -> None:
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a loaded machine every parallel op waits for a descheduled
-    worker: one thread made this file 5x faster (120 s -> 22 s) on a shared 2-core machine."""
+    """Tiny models gain nothing from intra-op threads, and on a loaded machine every parallel op waits for a
+    descheduled worker: one thread made this file 5x faster (120 s -> 22 s) on a shared 2-core machine."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
