@@ -4,6 +4,7 @@
     python benchmarks/bench_overhead.py --threads 1 --repeats 5 | tee benchmarks/results/bench_overhead_cpu.txt
     python benchmarks/bench_overhead.py --layers 6 --hidden-size 384 --heads 6
     python benchmarks/bench_overhead.py --device cuda --batch-size 128   # GPU timings (synchronised)
+    python benchmarks/bench_overhead.py --device cuda --vit-base --bf16 --batch-size 64   # ViT-Base, for a GPU
 
 Goal: at most 5% step-time overhead on CPU for a ViT with hidden size >= 192.
 
@@ -20,7 +21,9 @@ What is measured:
   processes take, while the CPU time of a single-threaded run (`--threads 1`) barely moves with the load;
 * runs are interleaved A B, B A, A B, ... after one untimed warm-up run of each, so that drift in the machine's load
   hits both alike; the ratio of every pair, and its median and spread over the pairs, are reported;
-* inside the `SemScaleTrainer` runs, the wall and main-thread CPU time of `_record_features` (isfinite check +
+* host synchronisations per optimizer step (`aten::_local_scalar_dense` calls: `.item()`, `bool(tensor)`, ...) of
+  both trainers, counted in one extra untimed run of each (the counting slows every operation down);
+* inside the `SemScaleTrainer` runs, the wall and main-thread CPU time of `record_batch` (gather +
   `FeaturePool.add`), of `FeaturePool.add` alone, of `SemScaleBalancer.refresh` (pool read + scales + weights) and of
   the whole refresh callback (with its `Trainer.log`): the overhead that can be attributed, free of the noise of the
   end-to-end ratio. On CUDA every section is synchronised on entry and exit;
@@ -42,6 +45,7 @@ from collections.abc import Callable
 
 import torch
 import transformers
+from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import (
     AutoModelForImageClassification,
     PrinterCallback,
@@ -57,6 +61,7 @@ from semscale_hf.core._validation import check_labels
 from semscale_hf.core.losses import class_weighted_loss
 from semscale_hf.core.pool import FeaturePool
 from semscale_hf.data import dataset_to_tensors, load_digits_dataset, make_long_tailed
+from semscale_hf.training import trainer as trainer_module
 
 
 GOAL_OVERHEAD = 0.05
@@ -67,6 +72,32 @@ LOSS_OURS = "class_weighted_loss (SemScaleTrainer)"
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+class SyncCounter(TorchDispatchMode):
+    """Counts `aten::_local_scalar_dense`, the op that `.item()`, `bool(tensor)` and `int(tensor)` dispatch to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+class SyncsPerStep(TrainerCallback):
+    """Syncs from each `on_step_begin` to its `on_step_end` (registered last: the refresh is inside)."""
+
+    def __init__(self, counter: SyncCounter) -> None:
+        self.counter, self.steps, self._start = counter, [], 0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = self.counter.count
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps.append(self.counter.count - self._start)
 
 
 class TensorDictDataset(torch.utils.data.Dataset):
@@ -108,9 +139,17 @@ class Sections:
         self.device = device
         self.wall: dict[str, list[float]] = defaultdict(list)
         self.cpu: dict[str, list[float]] = defaultdict(list)
+        self._wrapped: list[tuple[object, str, object]] = []
+
+    def restore(self) -> None:
+        """Puts the original methods back (module functions would otherwise stay wrapped for the next run)."""
+        for owner, name, original in reversed(self._wrapped):
+            setattr(owner, name, original)
+        self._wrapped = []
 
     def wrap(self, owner: object, name: str, label: str) -> None:
         original = getattr(owner, name)
+        self._wrapped.append((owner, name, original))
 
         def timed(*args, **kwargs):
             synchronize(self.device)  # so that queued forward kernels are not billed to this section
@@ -161,6 +200,7 @@ def training_kwargs(args: argparse.Namespace, output_dir: str, **overrides) -> d
         "use_cpu": args.device == "cpu",
         "seed": args.seed,
         "dataloader_num_workers": 0,
+        "bf16": args.bf16,
     }
     kwargs.update(overrides)
     return kwargs
@@ -173,9 +213,11 @@ def run_once(
     counts: list[int],
     device: torch.device,
     warmup_steps: int | None = None,
+    count_syncs: bool = False,
     **overrides,
 ) -> dict:
-    """Trains one model with `Trainer` (kind "A") or `SemScaleTrainer` (kind "B"); returns timings."""
+    """Trains one model with `Trainer` (kind "A") or `SemScaleTrainer` (kind "B"); returns timings (or, with
+    `count_syncs`, the host syncs of every step and the refresh steps)."""
     output_dir = os.path.join(args.output_dir, kind)
     if kind == "A":
         trainer = Trainer(
@@ -192,15 +234,26 @@ def run_once(
         trainer = SemScaleTrainer(model=make_model(args), args=semscale_args, train_dataset=data, class_counts=counts)
     for callback in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(callback)  # no printing inside the timed window
+    if count_syncs:
+        counter = SyncCounter()
+        per_step = SyncsPerStep(counter)
+        trainer.add_callback(per_step)
+        with counter:
+            trainer.train()
+        refresh_steps = {e["step"] for e in trainer.state.log_history if "semscale/refreshes" in e}
+        return {"syncs": per_step.steps, "refresh_steps": refresh_steps}
     timer = StepTimer(device)
     trainer.add_callback(timer)  # after SemScaleCallback: the refresh lies inside the timed step
     sections = Sections(device)
     if kind == "B":
-        sections.wrap(trainer, "_record_features", "record")
+        sections.wrap(trainer_module, "record_batch", "record")
         sections.wrap(trainer.balancer.pool, "add", "pool_add")
         sections.wrap(trainer.balancer, "refresh", "refresh")
         sections.wrap(trainer.semscale_callback, "_refresh", "refresh_and_log")
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        sections.restore()
     result = {"wall": timer.wall, "cpu": timer.cpu, "sections": {"wall": sections.wall, "cpu": sections.cpu}}
     if kind == "B":
         balancer = trainer.balancer
@@ -223,21 +276,18 @@ def micro_benchmark(args: argparse.Namespace, counts: list[int], device: torch.d
     features = torch.randn(batch, dim, generator=generator).to(device)
     labels = torch.randint(0, len(counts), (batch,), generator=generator).to(device)
     logits = torch.randn(batch, len(counts), generator=generator).to(device)
-    weights = torch.rand(len(counts), dtype=torch.float64, generator=generator) + 0.5
+    weights = (torch.rand(len(counts), generator=generator) + 0.5).to(device)
+    num_items = torch.tensor(batch, device=device)
     pool = FeaturePool(counts, dim=dim, device=device)
     for _ in range(5):  # fill it past one epoch, as in training
         pool.add(features, labels)
 
-    def finite_check():
-        bool(torch.isfinite(features).all(dim=1).all())
-
     pieces: dict[str, Callable[[], object]] = {
-        "trainer isfinite check (+ sync)": finite_check,
-        "pool.add, whole": lambda: pool.add(features, labels),
+        "pool.add as in training (validate=False, no sync)": lambda: pool.add(features, labels, validate=False),
+        "pool.add with its checks (validate=True, 2 syncs)": lambda: pool.add(features, labels),
         "  check_labels (+ sync)": lambda: check_labels(labels, batch, len(counts)),
-        "  isfinite after dtype cast (+ sync)": lambda: bool(torch.isfinite(features.to(torch.float32)).all()),
         LOSS_PLAIN: lambda: torch.nn.functional.cross_entropy(logits, labels),
-        LOSS_OURS: lambda: class_weighted_loss("ce", logits, labels, weights, num_items=batch),
+        LOSS_OURS: lambda: class_weighted_loss("ce", logits, labels, weights, num_items=num_items, validate=False),
     }
     # CPU time of the calling thread is immune to preemption by other processes; on CUDA only wall time makes sense
     clock = time.thread_time if device.type == "cpu" else time.perf_counter
@@ -276,7 +326,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-dir", default="/tmp/bench_overhead")
+    parser.add_argument(
+        "--vit-base",
+        action="store_true",
+        help="ViT-Base/16 shape (hidden 768, 12 layers, 12 heads, image 224, patch 16); meant for a GPU",
+    )
+    parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision (TrainingArguments.bf16)")
     args = parser.parse_args(argv)
+    if args.vit_base:
+        args.hidden_size, args.layers, args.heads, args.image_size, args.patch_size = 768, 12, 12, 224, 16
     if args.hidden_size % args.heads:
         parser.error(f"--hidden-size {args.hidden_size} must be a multiple of --heads {args.heads}")
     return args
@@ -321,6 +379,21 @@ def main(argv: list[str] | None = None) -> None:
 
     def mean_step(run: dict, clock: str) -> float:
         return statistics.fmean(run[clock][args.skip_steps :])
+
+    # host syncs per optimizer step, from one extra run of each with a counting dispatch mode (untimed)
+    syncs = {kind: run_once(kind, args, data, counts, device, count_syncs=True) for kind in ("A", "B")}
+    refresh_steps = syncs["B"]["refresh_steps"]
+    ordinary = [i for i in range(len(syncs["B"]["syncs"])) if i + 1 not in refresh_steps]
+    print("host syncs per optimizer step (`aten::_local_scalar_dense`: `.item()`, `bool(tensor)`, ...):\n")
+    print("| trainer | ordinary steps (median, max) | refresh steps (median) |")
+    print("|---|---:|---:|")
+    for kind, name in (("A", "Trainer"), ("B", "SemScaleTrainer")):
+        per_step = syncs[kind]["syncs"]
+        plain = [per_step[i] for i in ordinary]
+        at_refresh = [per_step[step - 1] for step in refresh_steps if step - 1 < len(per_step)]
+        refresh_cell = f"{statistics.median(at_refresh):g}" if at_refresh else "-"
+        print(f"| {name} | {statistics.median(plain):g}, {max(plain)} | {refresh_cell} |")
+    print()
 
     print(
         "| pair | order | A wall (ms/step) | B wall (ms/step) | B/A wall | A CPU (ms/step) | B CPU (ms/step) "

@@ -78,9 +78,18 @@ def check_features(features: torch.Tensor, name: str = "features") -> torch.Tens
 
 
 def check_labels(
-    labels: torch.Tensor, num_samples: int, num_classes: int, ignore_index: int = IGNORE_INDEX
+    labels: torch.Tensor,
+    num_samples: int,
+    num_classes: int,
+    ignore_index: int = IGNORE_INDEX,
+    *,
+    check_range: bool = True,
 ) -> torch.Tensor:
-    """Checks that `labels` is a 1-D integer tensor of class ids (or `ignore_index`) matching `num_samples`."""
+    """Checks that `labels` is a 1-D integer tensor of class ids (or `ignore_index`) matching `num_samples`.
+
+    `check_range=False` skips the one check that reads a value back from the device (labels within
+    `[0, num_classes)`), for training loops that must not wait for the device.
+    """
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"labels must be a torch.Tensor of class ids, got {type(labels).__name__}")
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
@@ -90,6 +99,8 @@ def check_labels(
     if labels.shape[0] != num_samples:
         raise ValueError(f"features have {num_samples} rows but labels have {labels.shape[0]} entries")
     check_num_classes(num_classes)
+    if not check_range:
+        return labels.long()
     bad = (labels != ignore_index) & ((labels < 0) | (labels >= num_classes))
     if bool(bad.any()):
         values = sorted({int(v) for v in labels[bad][:10].tolist()})

@@ -92,15 +92,36 @@ class SemScaleBalancer:
     def num_classes(self) -> int:
         return self.class_counts.numel()
 
-    def record(self, features: torch.Tensor, labels: torch.Tensor) -> None:
-        """Writes a batch of features into the pool (labels -100 are skipped; the pool detaches and checks them)."""
-        self.pool.add(features, labels)
+    @property
+    def class_weights(self) -> torch.Tensor:
+        """Current class weights, float64 on the CPU (mean 1 over the measured classes); the state that is saved."""
+        return self._class_weights
 
-    def loss_weights(self) -> torch.Tensor | None:
-        """Class weights for the loss now: `None` (unweighted) during warm-up or without re-weighting."""
+    @class_weights.setter
+    def class_weights(self, value: torch.Tensor) -> None:
+        self._class_weights = value
+        self._loss_weights = None  # the copy on the training device is made again on first use
+
+    def record(self, features: torch.Tensor, labels: torch.Tensor, *, validate: bool = True) -> None:
+        """Writes a batch of features into the pool (labels -100 are skipped; see `FeaturePool.add` for `validate`)."""
+        self.pool.add(features, labels, validate=validate)
+
+    def loss_weights(
+        self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor | None:
+        """Class weights for the loss now: `None` (unweighted) during warm-up or without re-weighting.
+
+        On `device` in `dtype` (the loss's compute dtype), copied there once per refresh, not at every call; without
+        a device, the float64 CPU weights themselves.
+        """
         if self.stage == "warmup" or self.weighting == "none":
             return None
-        return self.class_weights
+        if device is None:
+            return self.class_weights
+        key = (str(device), dtype)  # as asked for: "cuda" and a tensor's "cuda:0" would never compare equal
+        if self._loss_weights is None or self._loss_weights[0] != key:
+            self._loss_weights = (key, self.class_weights.to(device=device, dtype=dtype))
+        return self._loss_weights[1]
 
     def measure(self) -> torch.Tensor:
         """Semantic scales of the pooled features, float64 `(num_classes,)`; NaN for classes not yet measurable."""

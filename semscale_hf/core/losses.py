@@ -114,22 +114,26 @@ def _ldam_per_sample(
     logits: torch.Tensor,
     labels: torch.Tensor,
     *,
-    class_counts: torch.Tensor | Sequence[int],
+    class_counts: torch.Tensor | Sequence[int] | None = None,
     max_margin: float = 0.5,
     scale: float = 30.0,
+    margins: torch.Tensor | None = None,
 ) -> torch.Tensor:
     if not (math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a finite number > 0, got {scale}")
-    margins = ldam_margins(class_counts, max_margin).to(device=logits.device, dtype=logits.dtype)
+    if margins is None:  # a training loop passes the margins it built once from the counts
+        if class_counts is None:
+            raise TypeError("the ldam loss needs class_counts=[...] (training samples per class) or margins=")
+        margins = ldam_margins(class_counts, max_margin)
+    margins = margins.to(device=logits.device, dtype=logits.dtype)
     if margins.shape[0] != logits.shape[1]:
         raise ValueError(
             f"class_counts has {margins.shape[0]} entries but logits have {logits.shape[1]} classes; "
             "pass one count per class"
         )
     # Only the true-class logit is pushed down by its class's margin, then everything is scaled (as in the authors'
-    # code).
-    true_class = F.one_hot(labels, logits.shape[1]).to(logits.dtype)
-    shifted = logits - true_class * margins[labels].unsqueeze(1)
+    # code); a scatter rather than F.one_hot, which reads the labels back to check them.
+    shifted = logits.scatter_add(1, labels.unsqueeze(1), -margins[labels].unsqueeze(1))
     return F.cross_entropy(scale * shifted, labels, reduction="none")
 
 
@@ -188,6 +192,7 @@ def class_weighted_loss(
     *,
     ignore_index: int = IGNORE_INDEX,
     num_items: int | torch.Tensor | None = None,
+    validate: bool = True,
     **options,
 ) -> torch.Tensor:
     r"""Class-weighted base loss, summed over non-ignored items and divided by the number of items.
@@ -218,9 +223,15 @@ def class_weighted_loss(
             Denominator $N$, e.g. Trainer's `num_items_in_batch` (non-ignored labels over the accumulated, gathered
             batch). Must be at least the number of non-ignored labels here. `None` means the number of non-ignored
             labels in this batch.
+        validate (`bool`, *optional*, defaults to `True`):
+            Check that labels lie in `[0, num_classes)` and that `num_items` counts at least this batch's labels.
+            Both checks read values back from the device; a training loop that validates its labels elsewhere
+            passes `False`, and then nothing in the loss makes the host wait for the device (labels out of range
+            are left out like ignored ones).
         **options:
-            Keyword arguments of the base loss (`label_smoothing` for `"ce"`, `gamma` for `"focal"`, `class_counts`,
-            `max_margin` and `scale` for `"ldam"`).
+            Keyword arguments of the base loss (`label_smoothing` for `"ce"`, `gamma` for `"focal"`; for `"ldam"`
+            `class_counts`, `max_margin` and `scale`, or precomputed `margins` from [`ldam_margins`] instead of the
+            counts).
 
     Returns:
         `torch.Tensor`: a scalar. If every label is ignored it is 0 and still attached to the graph of `logits`, so
@@ -238,40 +249,44 @@ def class_weighted_loss(
     num_classes = logits.shape[1]
     labels = labels.to(device=logits.device, dtype=torch.long)
 
-    check_labels(labels, logits.shape[0], num_classes, ignore_index)
-    valid = labels != ignore_index
-    n_valid = int(valid.sum())
+    if validate:
+        check_labels(labels, logits.shape[0], num_classes, ignore_index)
+    valid = (labels != ignore_index) & (labels >= 0) & (labels < num_classes)
 
     compute_dtype = torch.promote_types(logits.dtype, torch.float32)
-    # Boolean indexing keeps ignored rows out of the computation altogether, so whatever they hold (even inf or NaN
-    # from padding) cannot leak into the loss or the gradient; an all-ignored batch gives an empty sum, i.e. 0.
-    kept_logits = logits[valid].to(compute_dtype)
-    kept_labels = labels[valid]
-    per_sample = BASE_LOSSES[name](kept_logits, kept_labels, **options)
+    # Ignored rows are replaced by zero logits and class 0 before the base loss and their losses by 0 after it, so
+    # whatever they hold (even inf or NaN from padding) cannot leak into the loss or the gradient; an all-ignored
+    # batch gives 0. Masks rather than boolean indexing: indexing would read the number of kept rows back from the
+    # device.
+    safe_labels = torch.where(valid, labels, 0)
+    safe_logits = torch.where(valid.unsqueeze(1), logits, 0.0).to(compute_dtype)
+    per_sample = torch.where(valid, BASE_LOSSES[name](safe_logits, safe_labels, **options), 0.0)
 
     if class_weights is not None:
         weights = _check_weights(class_weights, num_classes, logits.device).to(compute_dtype)
-        per_sample = weights[kept_labels] * per_sample
+        per_sample = weights[safe_labels] * per_sample
     total = per_sample.sum()
 
     if num_items is None:
-        denominator = total.new_tensor(float(max(n_valid, 1)))
+        denominator = valid.sum().to(compute_dtype).clamp_min(1.0)
     else:
         if isinstance(num_items, torch.Tensor):
             if num_items.numel() != 1:
                 raise ValueError(f"num_items must be a scalar, got a tensor of shape {tuple(num_items.shape)}")
-            count = num_items.item()
             denominator = num_items.reshape(()).to(device=total.device, dtype=compute_dtype)
         elif isinstance(num_items, (int, float)) and not isinstance(num_items, bool):
-            count = num_items
             denominator = total.new_tensor(float(num_items))
         else:
             raise TypeError(f"num_items must be an int, a scalar tensor or None, got {type(num_items).__name__}")
-        if not count >= n_valid:
-            raise ValueError(
-                f"num_items={count} is smaller than the {n_valid} non-ignored labels of this batch; it must count "
-                "the items of the whole (accumulated, gathered) batch, or be None for this batch's own count"
-            )
+        if validate:
+            n_valid = int(valid.sum())
+            count = num_items.item() if isinstance(num_items, torch.Tensor) else num_items
+            if not count >= n_valid:
+                raise ValueError(
+                    f"num_items={count} is smaller than the {n_valid} non-ignored labels of this batch; it must "
+                    "count the items of the whole (accumulated, gathered) batch, or be None for this batch's own "
+                    "count"
+                )
         # 0 items everywhere: the sum is 0 too, and 0 / 1 keeps the result finite.
         denominator = denominator.clamp_min(1.0)
     return total / denominator

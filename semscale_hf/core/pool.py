@@ -63,14 +63,28 @@ class FeaturePool:
         self.device = torch.device(device)
         self._capacities = _check_capacities(capacities).to(self.device)
         self._offsets = torch.cumsum(self._capacities, 0) - self._capacities
-        self._num_seen = torch.zeros_like(self._capacities)
+        self._total = int(self._capacities.sum())
+        # with an extra class of capacity 0 that takes the samples `add` does not keep
+        self._capacities_ext = torch.cat([self._capacities, self._capacities.new_zeros(1)])
+        self._num_seen_ext = torch.zeros_like(self._capacities_ext)
+        self._num_seen = self._num_seen_ext[: self.num_classes]  # a view: updated in place
+        self._offsets_ext = torch.cat([self._offsets, self._offsets.new_full((1,), self._total)])
+        self._rejected = torch.zeros(2, dtype=torch.long, device=self.device)
         self._features: torch.Tensor | None = None
+        self._storage: torch.Tensor | None = None
         if dim is not None:
             self._allocate(dim)
 
-    def _allocate(self, dim: int) -> None:
-        total = int(self._capacities.sum())
-        self._features = torch.zeros(total, dim, dtype=self.dtype, device=self.device)
+    def _allocate(self, dim: int, scratch: int = 0) -> None:
+        # the pool's rows, then `scratch` rows that `add` writes discarded samples to (never read)
+        self._storage = torch.zeros(self._total + scratch, dim, dtype=self.dtype, device=self.device)
+        self._features = self._storage[: self._total]
+
+    def _ensure_scratch(self, rows: int) -> None:
+        if self._storage.shape[0] - self._total < rows:
+            old = self._features
+            self._allocate(old.shape[1], scratch=rows)
+            self._features.copy_(old)
 
     @property
     def num_classes(self) -> int:
@@ -101,22 +115,28 @@ class FeaturePool:
         """Bytes held by the feature storage (0 before allocation)."""
         return 0 if self._features is None else self._features.nbytes
 
-    def add(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+    def add(self, features: torch.Tensor, labels: torch.Tensor, *, validate: bool = True) -> None:
         """Writes a batch into the class ring buffers, in batch order.
 
         Vectorised: a stable sort by label gives every sample its rank among the batch's samples of its class, hence
         its ring slot. When a batch holds more samples of a class than its capacity, the newest win (as if written
-        one by one); only they are written, so no slot is written twice.
+        one by one); only they reach the pool, so no slot is written twice. The write itself never waits for the
+        device: rows that are not kept are sent to scratch rows past the pool's end, which are never read.
 
         Args:
             features (`torch.Tensor` of shape `(batch, dim)`):
                 Features, any float dtype and device; detached and converted to the storage dtype and device.
             labels (`torch.Tensor` of shape `(batch,)`):
                 Integer class ids in `[0, num_classes)`; rows labelled -100 are skipped.
+            validate (`bool`, *optional*, defaults to `True`):
+                Raise on out-of-range labels and NaN/inf features (checks that make the host wait for the device).
+                `False`, for training loops: such rows are left out on the device and counted, and
+                [`~FeaturePool.pop_rejected`] reports them later, at a moment that may synchronise.
 
         Raises:
             `ValueError`: on labels out of range, a shape or dim mismatch, or NaN/inf features (the message gives the
-            number of bad rows; with a 16-bit storage dtype, values beyond its range turn into inf).
+                number of bad rows; with a 16-bit storage dtype, values beyond its range turn into inf); the last two
+                only with `validate=True`.
             `TypeError`: on non-float features or non-integer labels.
         """
         if not isinstance(features, torch.Tensor) or not features.is_floating_point():
@@ -133,10 +153,11 @@ class FeaturePool:
             raise ValueError("features have dim 0; the pool needs at least one feature column")
         if isinstance(labels, torch.Tensor):
             labels = labels.to(self.device)
-        labels = check_labels(labels, features.shape[0], self.num_classes)
+        labels = check_labels(labels, features.shape[0], self.num_classes, check_range=validate)
         features = features.detach().to(dtype=self.dtype).to(device=self.device)
-        if not bool(torch.isfinite(features).all()):
-            num_bad = int((~torch.isfinite(features).all(dim=1)).sum())
+        finite = torch.isfinite(features).all(dim=1)
+        if validate and not bool(finite.all()):
+            num_bad = int((~finite).sum())
             raise NonFiniteFeaturesError(
                 f"{num_bad} of {features.shape[0]} feature rows hold NaN or inf after conversion "
                 f"to the storage dtype {self.dtype}; check the model for divergence (or, for a 16-bit dtype, "
@@ -146,22 +167,41 @@ class FeaturePool:
             )
         if self._features is None:
             self._allocate(features.shape[1])
+        self._ensure_scratch(features.shape[0])
 
-        num_ignored = int((labels < 0).sum())
-        order = torch.argsort(labels, stable=True)[num_ignored:]  # ignored rows (-100) sort first
-        sorted_labels = labels[order]
-        batch_counts = torch.bincount(sorted_labels, minlength=self.num_classes)
+        num_classes = self.num_classes
+        in_range = (labels >= 0) & (labels < num_classes)
+        if not validate:  # counted on the device; reported by pop_rejected
+            self._rejected[0] += (in_range & ~finite).sum()
+            self._rejected[1] += ((labels != IGNORE_INDEX) & ~in_range).sum()
+        # every row that is not kept takes the extra class `num_classes`, of capacity 0, which sorts last
+        key = torch.where(in_range & finite, labels, num_classes)
+        order = torch.argsort(key, stable=True)
+        sorted_key = key[order]
+        batch_counts = torch.zeros(num_classes + 1, dtype=torch.long, device=self.device)
+        batch_counts.scatter_add_(0, key, torch.ones_like(key))  # as bincount, without reading its size back
         # rank of each sample among this batch's samples of its class, in batch order (the sort is stable)
         first = torch.cumsum(batch_counts, 0) - batch_counts
-        rank = torch.arange(sorted_labels.shape[0], device=self.device) - first[sorted_labels]
-        capacity = self._capacities[sorted_labels]
+        rank = torch.arange(sorted_key.shape[0], device=self.device) - first[sorted_key]
+        capacity = self._capacities_ext[sorted_key]
         # Only the newest `capacity` samples of each class survive the batch (capacity 0 keeps none), so every
-        # written slot is distinct: index_copy_ with repeated indices would not say which write wins.
-        newest = torch.nonzero(rank >= batch_counts[sorted_labels] - capacity).squeeze(1)
-        slots = (self._num_seen[sorted_labels] + rank) % capacity.clamp(min=1)
-        rows = (self._offsets[sorted_labels] + slots)[newest]
-        self._features.index_copy_(0, rows, features[order[newest]])
-        self._num_seen += batch_counts
+        # written slot is distinct: index_copy_ with repeated indices would not say which write wins. The others go
+        # to distinct scratch rows.
+        newest = rank >= batch_counts[sorted_key] - capacity
+        slots = (self._num_seen_ext[sorted_key] + rank) % capacity.clamp(min=1)
+        scratch = self._total + torch.arange(sorted_key.shape[0], device=self.device)
+        rows = torch.where(newest, self._offsets_ext[sorted_key] + slots, scratch)
+        self._storage.index_copy_(0, rows, features[order])
+        self._num_seen += batch_counts[:num_classes]
+
+    def pop_rejected(self) -> tuple[int, int]:
+        """Rows left out by `add(..., validate=False)` since the last call: `(non-finite features, bad labels)`.
+
+        Reads two counters from the pool's device (one synchronisation) and resets them.
+        """
+        non_finite, bad_labels = self._rejected.tolist()
+        self._rejected.zero_()
+        return non_finite, bad_labels
 
     def _rows(self, classes: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """Storage rows of the stored features of `classes`, grouped by class, oldest to newest within a class."""

@@ -27,7 +27,7 @@ from ..core.balancer import SemScaleBalancer
 from ..core.capture import FeatureCapture
 from ..data.labels import count_labels
 from .distributed import broadcast_from_main
-from .recorder import record_batch
+from .recorder import check_recorded, record_batch
 
 
 if TYPE_CHECKING:
@@ -93,6 +93,7 @@ class SemScaleCallback(TrainerCallback):
         self._hooks: list[Any] = []
         self._capture: FeatureCapture | None = None
         self._labels: torch.Tensor | None = None
+        self._checked_through = 0  # global step up to which rows left out of the pool were reported
 
     @classmethod
     def attach(cls, trainer: Trainer, **kwargs: Any) -> SemScaleCallback:
@@ -121,6 +122,7 @@ class SemScaleCallback(TrainerCallback):
         )
         if self.measure_only:
             self._start_measuring(kwargs["model"])
+        self._checked_through = state.global_step
         if self.balancer.num_refreshes == 0 and self.warmup_total == 0:
             self._refresh(state.global_step, control)
 
@@ -131,6 +133,11 @@ class SemScaleCallback(TrainerCallback):
             if balancer.stage == "warmup"
             else state.global_step - balancer.last_refresh_step >= self.refresh_every
         )
+        # Rows left out of the pool (NaN/inf features, bad labels) are reported at the steps that synchronise anyway,
+        # before the Trainer logs, saves or evaluates after this callback: never on the other steps.
+        last = state.global_step >= state.max_steps
+        if due or last or control.should_log or control.should_save or control.should_evaluate:
+            self._check_recorded(args, state)
         if due:
             self._refresh(state.global_step, control)
 
@@ -138,6 +145,17 @@ class SemScaleCallback(TrainerCallback):
         self._stop_measuring()
 
     # ----------------------------------------------------------------------------------------------- internals
+    def _check_recorded(self, args: TrainingArguments, state: TrainerState) -> None:
+        # the steps are counted as during the forward passes: global_step before its increment
+        first, self._checked_through = self._checked_through, state.global_step
+        check_recorded(
+            self.balancer,
+            first_step=first,
+            last_step=state.global_step - 1,
+            epoch=state.epoch,
+            output_dir=args.output_dir,
+        )
+
     def _refresh(self, step: int, control: TrainerControl) -> None:
         balancer = self.balancer
         balancer.refresh(step)
@@ -175,16 +193,7 @@ class SemScaleCallback(TrainerCallback):
         labels, self._labels = self._labels, None
         if labels is None or features is None:
             return
-        state, trainer = self.trainer.state, self.trainer
-        record_batch(
-            self.balancer,
-            trainer.accelerator,
-            features,
-            labels,
-            step=state.global_step,
-            epoch=state.epoch,
-            output_dir=trainer.args.output_dir,
-        )
+        record_batch(self.balancer, self.trainer.accelerator, features, labels)
 
     def _stop_measuring(self) -> None:
         for hook in self._hooks:

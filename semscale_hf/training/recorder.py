@@ -1,9 +1,12 @@
 """The one record path of both modes: a training batch's head input -> gathered across processes -> feature pool.
 
 `SemScaleTrainer` records from `compute_loss`, the measure-only `SemScaleCallback` from a forward hook on the model;
-both call [`record_batch`], so both share the gather, the order of the pool and the NaN policy: features with NaN
-or inf stop training with a `FloatingPointError` that names the step, raised on every rank (the check runs on the
-gathered batch) and before the step's optimizer update.
+both call [`record_batch`], so both share the gather, the order of the pool and the NaN policy. Recording never makes
+the host wait for the device: rows with NaN/inf features or labels outside `[0, num_classes)` are left out of the pool
+on the device and counted there, and [`check_recorded`] reads the counts back at the steps that synchronise anyway
+(logging, saving, evaluating, refreshing, the last step). It stops training with a `FloatingPointError` (features)
+or a `ValueError` (labels) that names the steps, on every rank (the counts come from the gathered batches) and
+before any checkpoint is written after them.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..core._validation import NonFiniteFeaturesError
 from .distributed import gather_batch, real_samples_in_batch
 
 
@@ -21,34 +23,44 @@ if TYPE_CHECKING:
 
     from ..core.balancer import SemScaleBalancer
 
-__all__ = ["record_batch"]
+__all__ = ["check_recorded", "record_batch"]
 
 
 def record_batch(
-    balancer: SemScaleBalancer,
-    accelerator: Accelerator,
-    features: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    step: int,
-    epoch: float | None,
-    output_dir: str,
+    balancer: SemScaleBalancer, accelerator: Accelerator, features: torch.Tensor, labels: torch.Tensor
 ) -> None:
     """Adds one micro-batch to the pool; under several processes every rank adds every rank's batch, in rank order.
 
     Read it while the micro-batch is current (the even-batches repeats are found from the dataloader's state).
-
-    Raises:
-        `FloatingPointError`: the features hold NaN or inf; nothing of the batch enters the pool.
     """
     if accelerator.num_processes > 1:
         features, labels = gather_batch(accelerator, features, labels, real_samples_in_batch(accelerator))
-    try:
-        balancer.record(features, labels)  # the pool checks labels and NaN/inf (once, on the hot path)
-    except NonFiniteFeaturesError as error:
+    balancer.record(features, labels, validate=False)
+
+
+def check_recorded(
+    balancer: SemScaleBalancer, *, first_step: int, last_step: int, epoch: float | None, output_dir: str
+) -> None:
+    """Raises if rows were left out of the pool since the last check, for the global steps `first_step..last_step`.
+
+    One synchronisation (two counters read back from the pool's device).
+
+    Raises:
+        `FloatingPointError`: features held NaN or inf.
+        `ValueError`: labels lay outside `[0, num_classes)` (and were not -100).
+    """
+    non_finite, bad_labels = balancer.pool.pop_rejected()
+    if not (non_finite or bad_labels):
+        return
+    steps = f"global step {first_step}" if first_step >= last_step else f"global steps {first_step} to {last_step}"
+    if non_finite:
         raise FloatingPointError(
-            f"NaN or inf in {error.num_bad} of {error.num_rows} feature vectors at global step {step} (epoch "
-            f"{epoch}); training stopped before this step's update, so the checkpoints in {output_dir} are intact. "
-            "Lower the learning rate, enable gradient clipping (max_grad_norm) or check the inputs, then resume from "
-            "the last checkpoint."
-        ) from error
+            f"NaN or inf in {non_finite} feature vectors at {steps} (epoch {epoch}); none entered the feature pool, "
+            f"and training stopped before any checkpoint was written after them, so the checkpoints in {output_dir} "
+            "are intact. Lower the learning rate, enable gradient clipping (max_grad_norm) or check the inputs, then "
+            "resume from the last checkpoint."
+        )
+    raise ValueError(
+        f"{bad_labels} training labels at {steps} lie outside [0, {balancer.num_classes}) and are not -100; they "
+        "were left out of the loss and the pool. Check num_labels of the model against the dataset (or class_counts)"
+    )

@@ -17,7 +17,7 @@ from ..analysis.evaluation import classification_metrics
 from ..core._validation import IGNORE_INDEX, parse_alpha
 from ..core.balancer import SemScaleBalancer
 from ..core.capture import FeatureCapture
-from ..core.losses import class_weighted_loss
+from ..core.losses import class_weighted_loss, ldam_margins
 from ..data.labels import count_labels
 from .callback import SemScaleCallback
 from .config import POOL_DTYPES, SemScaleTrainingArguments
@@ -116,7 +116,7 @@ class SemScaleTrainer(HubPushMixin, Trainer):
         )
         self.semscale_callback.trainer = self
         self.add_callback(self.semscale_callback)
-        self._loss_options = _loss_options(args, self.class_counts)
+        self._loss_options = _loss_options(args, self.class_counts, self.args.device)
         self.compute_metrics = _with_class_metrics(user_metrics, self.class_counts, args.semscale_log_per_class_max)
         self._saving_checkpoint = False
 
@@ -159,24 +159,20 @@ class SemScaleTrainer(HubPushMixin, Trainer):
             raise RuntimeError(
                 f"the hook on {self.capture.module_name!r} captured no features during the forward pass"
             )
-        record_batch(
-            self.balancer,
-            self.accelerator,
-            features,
-            labels,
-            step=self.state.global_step,
-            epoch=self.state.epoch,
-            output_dir=self.args.output_dir,
-        )
+        record_batch(self.balancer, self.accelerator, features, labels)
         num_items = num_items_in_batch
         if num_items is None:  # no count from Trainer: this micro-batch's items times the accumulation steps
-            num_items = int(labels.ne(IGNORE_INDEX).sum()) * self.current_gradient_accumulation_steps
+            num_items = labels.ne(IGNORE_INDEX).sum() * self.current_gradient_accumulation_steps
+        # nothing here reads a value back from the device: labels were checked when they were counted, weights and
+        # LDAM margins are already on the device in the loss's dtype
+        compute_dtype = torch.promote_types(logits.dtype, torch.float32)
         loss = class_weighted_loss(
             self.args.semscale_base_loss,
             logits,
             labels,
-            self.balancer.loss_weights(),
+            self.balancer.loss_weights(logits.device, compute_dtype),
             num_items=num_items,
+            validate=False,
             **self._loss_options,
         )
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
@@ -245,15 +241,12 @@ def _num_labels(model: nn.Module | None) -> int:
     return num_labels
 
 
-def _loss_options(args: SemScaleTrainingArguments, class_counts: list[int]) -> dict[str, Any]:
+def _loss_options(args: SemScaleTrainingArguments, class_counts: list[int], device: torch.device) -> dict[str, Any]:
     if args.semscale_base_loss == "focal":
         return {"gamma": args.semscale_focal_gamma}
-    if args.semscale_base_loss == "ldam":
-        return {
-            "class_counts": torch.tensor(class_counts),
-            "max_margin": args.semscale_ldam_max_margin,
-            "scale": args.semscale_ldam_scale,
-        }
+    if args.semscale_base_loss == "ldam":  # margins depend on the counts only: built once, on the training device
+        margins = ldam_margins(class_counts, args.semscale_ldam_max_margin).to(device=device, dtype=torch.float32)
+        return {"margins": margins, "scale": args.semscale_ldam_scale}
     return {"label_smoothing": args.label_smoothing_factor} if args.label_smoothing_factor else {}
 
 

@@ -282,3 +282,31 @@ def test_scales_measured_in_place_equal_scales_of_the_copy():
     copied = class_semantic_scales(*pool.features_and_labels(), 4)
     torch.testing.assert_close(in_place, copied, rtol=1e-6, atol=0)  # rows in ring order: float32 rounding differs
     assert torch.isfinite(in_place).all()
+
+
+def test_unvalidated_add_leaves_bad_rows_out_on_the_device_and_counts_them():
+    # the training path: no check may read a value back from the device, so bad rows are masked and counted
+    pool = FeaturePool([2, 3])
+    features = torch.arange(12, dtype=torch.float32).reshape(6, 2)
+    features[1, 0] = float("nan")
+    features[4, 1] = float("inf")
+    labels = torch.tensor([0, 0, 1, 7, 1, -100])
+    pool.add(features, labels, validate=False)
+    assert pool.counts.tolist() == [1, 1] and pool.num_seen.tolist() == [1, 1]
+    assert pool.class_features(0).tolist() == [[0.0, 1.0]] and pool.class_features(1).tolist() == [[4.0, 5.0]]
+    assert pool.pop_rejected() == (2, 1) and pool.pop_rejected() == (0, 0)
+    # the same rows through the checked path raise instead
+    with pytest.raises(ValueError, match="2 of 6 feature rows hold NaN or inf"):
+        pool.add(features, torch.tensor([0, 0, 1, 1, 1, -100]))
+    with pytest.raises(ValueError, match="outside"):
+        pool.add(features[:1], torch.tensor([7]))
+
+
+def test_scratch_rows_grow_with_the_batch_and_are_never_read():
+    pool = FeaturePool([2, 2])
+    pool.add(torch.ones(2, 3), torch.tensor([0, 1]))
+    pool.add(torch.full((9, 3), 2.0), torch.tensor([0, 0, 0, 1, 1, 1, -100, -100, -100]))  # more rows than before
+    features, labels = pool.storage_and_labels()
+    assert features.shape == (4, 3) and labels.tolist() == [0, 0, 1, 1]
+    assert pool.nbytes == 4 * 3 * 4
+    assert bool((features == 2.0).all())  # the newest two of each class

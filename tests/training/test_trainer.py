@@ -88,8 +88,8 @@ def test_three_stages_weights_follow_the_pool_and_change_only_at_step_boundaries
     seen = []
     original = trainer.balancer.loss_weights
 
-    def spy():
-        weights = original()
+    def spy(*args, **kwargs):
+        weights = original(*args, **kwargs)
         seen.append((trainer.state.global_step, None if weights is None else weights.clone()))
         return weights
 
