@@ -40,6 +40,7 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -238,10 +239,18 @@ def run_once(
         counter = SyncCounter()
         per_step = SyncsPerStep(counter)
         trainer.add_callback(per_step)
-        with counter:
-            trainer.train()
+        with counter, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if device.type == "cuda":  # CUDA's own count: a warning for every call that synchronises
+                torch.cuda.set_sync_debug_mode("warn")
+            try:
+                trainer.train()
+            finally:
+                if device.type == "cuda":
+                    torch.cuda.set_sync_debug_mode("default")
         refresh_steps = {e["step"] for e in trainer.state.log_history if "semscale/refreshes" in e}
-        return {"syncs": per_step.steps, "refresh_steps": refresh_steps}
+        cuda_syncs = sum("synchroniz" in str(w.message) for w in caught)
+        return {"syncs": per_step.steps, "refresh_steps": refresh_steps, "cuda_syncs": cuda_syncs}
     timer = StepTimer(device)
     trainer.add_callback(timer)  # after SemScaleCallback: the refresh lies inside the timed step
     sections = Sections(device)
@@ -393,6 +402,13 @@ def main(argv: list[str] | None = None) -> None:
         at_refresh = [per_step[step - 1] for step in refresh_steps if step - 1 < len(per_step)]
         refresh_cell = f"{statistics.median(at_refresh):g}" if at_refresh else "-"
         print(f"| {name} | {statistics.median(plain):g}, {max(plain)} | {refresh_cell} |")
+    if device.type == "cuda":
+        steps_run = len(syncs["A"]["syncs"])
+        print(
+            f"\n`torch.cuda.set_sync_debug_mode(\"warn\")` over the whole run ({steps_run} steps, "
+            f"{len(refresh_steps)} refreshes): Trainer {syncs['A']['cuda_syncs']} warnings, SemScaleTrainer "
+            f"{syncs['B']['cuda_syncs']}"
+        )
     print()
 
     print(
@@ -443,7 +459,7 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---:|---:|---:|---:|---:|")
     attributed = 0.0
     for label, text, calls in (
-        ("record", "per-step pool update: `_record_features` (isfinite + `pool.add`)", steps),
+        ("record", "per-step pool update: `record_batch` (gather + `pool.add`)", steps),
         ("pool_add", "  of which `FeaturePool.add`", steps),
         ("refresh", "refresh: `SemScaleBalancer.refresh` (pool read + scales + weights)", refreshes),
         ("refresh_and_log", "refresh with sync and `Trainer.log` (the callback)", refreshes),
