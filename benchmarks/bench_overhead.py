@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
     if device.type == "cuda":
         steps_run = len(syncs["A"]["syncs"])
         print(
-            f"\n`torch.cuda.set_sync_debug_mode(\"warn\")` over the whole run ({steps_run} steps, "
+            f'\n`torch.cuda.set_sync_debug_mode("warn")` over the whole run ({steps_run} steps, '
             f"{len(refresh_steps)} refreshes): Trainer {syncs['A']['cuda_syncs']} warnings, SemScaleTrainer "
             f"{syncs['B']['cuda_syncs']}"
         )
