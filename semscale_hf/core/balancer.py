@@ -13,11 +13,12 @@ This module imports only torch and safetensors.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from . import metric_keys as keys
 from .pool import FeaturePool
@@ -25,12 +26,15 @@ from .scales import class_semantic_scales
 from .weights import WEIGHTINGS, blend_weights, class_weights_by
 
 
-__all__ = ["POOL_FILE", "STATE_FILE", "SemScaleBalancer"]
+__all__ = ["POOL_FILE", "STAGES", "STATE_FILE", "SemScaleBalancer"]
+
+logger = logging.getLogger(__name__)
 
 STATE_FILE = "semscale_state.safetensors"
 """Weights, scales, counts and stage: small, saved with every model save (and pushed to the Hub)."""
 POOL_FILE = "semscale_pool.safetensors"
 """The feature pool: saved in checkpoints only, for an exact resume."""
+STAGES = ("warmup", "balanced")
 
 
 class SemScaleBalancer:
@@ -87,6 +91,12 @@ class SemScaleBalancer:
         self.stage = "warmup"
         self.num_refreshes = 0
         self.last_refresh_step = 0
+        self.warmup_start_step = 0  # moved to the resume step when a checkpoint held no semscale state
+        self.first_measurement_features = 0  # pooled features at the first refresh
+        # a refresh waits until the pool holds this many features (after a resume whose pool file was missing)
+        self.min_pool_features = 0
+        self.pool_restored = False
+        self.restart_warmup = False  # set when a resume found no state: warm-up starts again at the resume step
 
     @property
     def num_classes(self) -> int:
@@ -153,9 +163,16 @@ class SemScaleBalancer:
         )
         previous = self.class_weights if self.num_refreshes > 0 else None
         self.class_weights = blend_weights(new, previous, self.momentum)
+        if self.num_refreshes == 0:
+            self.first_measurement_features = int(self.pool.counts.sum())
         self.stage = "balanced"
         self.num_refreshes += 1
         self.last_refresh_step = step
+        self.min_pool_features = 0
+
+    def ready_to_refresh(self) -> bool:
+        """False while the pool is refilling after a resume that found no pool file (see `load`)."""
+        return self.min_pool_features == 0 or int(self.pool.counts.sum()) >= self.min_pool_features
 
     def summary(self, per_class_max: int = 20, names: Sequence[str] | None = None) -> dict[str, float]:
         """Flat `semscale/*` scalars for `Trainer.log`, per class too when there are at most `per_class_max`."""
@@ -195,6 +212,8 @@ class SemScaleBalancer:
             "stage": self.stage,
             "num_refreshes": str(self.num_refreshes),
             "last_refresh_step": str(self.last_refresh_step),
+            "warmup_start_step": str(self.warmup_start_step),
+            "first_measurement_features": str(self.first_measurement_features),
             "weighting": self.weighting,
             "settings": json.dumps(
                 {"power": self.power, "momentum": self.momentum, "alpha": self.alpha, "center": self.center}
@@ -211,27 +230,131 @@ class SemScaleBalancer:
             pool_state = {k: v.cpu().contiguous() for k, v in self.pool.state_dict().items()}
             save_file(pool_state, os.path.join(directory, POOL_FILE))
 
-    def load(self, directory: str | os.PathLike) -> bool:
-        """Restores what `save` wrote; returns False when `directory` holds no semscale state."""
+    def load(self, directory: str | os.PathLike, *, feature_dim: int | None = None) -> bool:
+        """Restores what `save` wrote, after checking every value; False when `directory` holds no semscale state.
+
+        Without `POOL_FILE` (state present) the pool starts empty, `pool_restored` is False, the loaded weights stay in
+        force, and the next refresh waits until the pool holds as many features as the first measurement had.
+
+        Args:
+            directory (`str` or `os.PathLike`): a checkpoint folder.
+            feature_dim (`int`, *optional*): the dimension the pool must have (the model head's input size).
+
+        Raises:
+            `ValueError`: a file that cannot be read, or a field that does not fit this model and its training data;
+                the message names the file and the field.
+        """
         path = os.path.join(directory, STATE_FILE)
         if not os.path.isfile(path):
             return False
-        from safetensors import safe_open
-
-        with safe_open(path, framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        tensors = load_file(path)
-        if tensors["class_weights"].shape != self.class_weights.shape:
-            raise ValueError(
-                f"the checkpoint holds weights for {tensors['class_weights'].numel()} classes, "
-                f"the model has {self.num_classes}"
-            )
-        self.class_weights = tensors["class_weights"].to(torch.float64)
-        self.semantic_scales = tensors["semantic_scales"].to(torch.float64)
-        self.stage = metadata.get("stage", "balanced")
-        self.num_refreshes = int(metadata.get("num_refreshes", 0))
-        self.last_refresh_step = int(metadata.get("last_refresh_step", 0))
+        tensors, metadata = _read_safetensors(path)
+        state = _checked_state(path, tensors, metadata, self.class_counts)
         pool_path = os.path.join(directory, POOL_FILE)
-        if os.path.isfile(pool_path):
-            self.pool.load_state_dict(load_file(pool_path, device=str(self.pool.device)))
+        pool_state = None
+        if os.path.isfile(pool_path) and state["same_counts"]:
+            pool_state = _read_safetensors(pool_path, device=str(self.pool.device))[0]
+            _check_pool(pool_path, pool_state, tensors.get("pool_counts"), feature_dim)
+        # nothing is changed before every check has passed
+        self.class_weights = state["class_weights"]
+        self.semantic_scales = state["semantic_scales"]
+        for name in ("stage", "num_refreshes", "last_refresh_step", "warmup_start_step", "first_measurement_features"):
+            setattr(self, name, state[name])
+        self.pool_restored = pool_state is not None
+        if pool_state is not None:
+            try:
+                self.pool.load_state_dict(pool_state)
+            except ValueError as error:
+                raise ValueError(f"{pool_path}: {error}") from None
+            self.min_pool_features = 0
+        else:
+            self.pool.reset()
+            self.min_pool_features = self.first_measurement_features if self.num_refreshes > 0 else 0
         return True
+
+
+def _read_safetensors(path: str, device: str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt", device=device) as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not a dict)
+    except Exception as error:  # safetensors raises its own error type for a truncated or empty file
+        raise ValueError(
+            f"{path} cannot be read as safetensors ({type(error).__name__}: {error}); the checkpoint is damaged: "
+            "resume from an earlier one"
+        ) from None
+    return tensors, metadata
+
+
+def _checked_state(
+    path: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str], class_counts: torch.Tensor
+) -> dict:
+    """The values of a state file, each checked against this model and its training data."""
+    num_classes = class_counts.numel()
+
+    def field(name: str) -> torch.Tensor:
+        if name not in tensors:
+            raise ValueError(f"{path}: the field {name!r} is missing")
+        value = tensors[name]
+        if value.shape != (num_classes,):
+            raise ValueError(
+                f"{path}: {name} has shape {tuple(value.shape)}, but the model has {num_classes} labels (the "
+                f"checkpoint holds weights for {value.numel()} classes); resume with the model it was trained with"
+            )
+        return value.to(torch.float64)
+
+    weights, scales = field("class_weights"), field("semantic_scales")
+    if not bool((torch.isfinite(weights) & (weights > 0)).all()):
+        raise ValueError(f"{path}: class_weights must be finite and positive, got {weights.tolist()}")
+    if bool(torch.isinf(scales).any()) or bool((scales < 0).any()):
+        raise ValueError(f"{path}: semantic_scales must be non-negative or NaN (unmeasured), got {scales.tolist()}")
+    same_counts = "class_counts" not in tensors or torch.equal(tensors["class_counts"].long(), class_counts)
+    if not same_counts:
+        logger.warning(
+            f"{path}: the class counts of the checkpoint ({tensors['class_counts'].tolist()}) differ from this "
+            f"training set's ({class_counts.tolist()}); the pool's capacities and count-based weights follow the "
+            "training set, so the saved pool is not restored"
+        )
+    state = {"class_weights": weights, "semantic_scales": scales, "same_counts": same_counts}
+    stage = metadata.get("stage", "balanced")
+    if stage not in STAGES:
+        raise ValueError(f"{path}: stage must be one of {STAGES}, got {stage!r}")
+    state["stage"] = stage
+    for name in ("num_refreshes", "last_refresh_step", "warmup_start_step", "first_measurement_features"):
+        text = metadata.get(name, "0")
+        try:
+            value = int(text)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise ValueError(f"{path}: {name} must be a non-negative integer, got {text!r}")
+        state[name] = value
+    if stage == "balanced" and state["num_refreshes"] == 0:
+        raise ValueError(f"{path}: stage 'balanced' with num_refreshes 0; the metadata is inconsistent")
+    return state
+
+
+def _check_pool(
+    path: str, state: dict[str, torch.Tensor], saved_counts: torch.Tensor | None, feature_dim: int | None
+) -> None:
+    """Checks what the pool's own `load_state_dict` cannot know: dimension, finite values, agreement with the state."""
+    features = state.get("features")
+    if features is None or features.ndim != 2:
+        return  # load_state_dict names what is missing or malformed
+    if feature_dim is not None and features.shape[1] not in (0, feature_dim):
+        raise ValueError(
+            f"{path}: the pool holds features of dimension {features.shape[1]}, but the model's head takes "
+            f"{feature_dim}; resume with the model it was trained with"
+        )
+    if features.is_floating_point() and not bool(torch.isfinite(features).all()):
+        raise ValueError(f"{path}: the pool holds NaN or inf values; the checkpoint is damaged")
+    capacities, num_seen = state.get("capacities"), state.get("num_seen")
+    if saved_counts is not None and capacities is not None and num_seen is not None:
+        if capacities.shape == num_seen.shape == saved_counts.shape and not torch.equal(
+            torch.minimum(num_seen, capacities).cpu(), saved_counts.cpu()
+        ):
+            raise ValueError(
+                f"{path}: the pool's slot counts disagree with the state file's pool_counts (files of two "
+                "different checkpoints?)"
+            )

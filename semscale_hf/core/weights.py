@@ -48,7 +48,7 @@ def scales_to_weights(
 
     Args:
         scales (`torch.Tensor` of shape `(num_classes,)`):
-            Semantic scales; NaN marks an unmeasured class. Negative values are invalid.
+            Semantic scales; NaN marks an unmeasured class. Negative and infinite values are invalid (`ValueError`).
         power (`float`, *optional*, defaults to 1.0):
             Exponent `p`. Positive: small scale -> large weight. Negative: large scale -> large weight. 0: uniform.
         w_min (`float`, *optional*), w_max (`float`, *optional*):
@@ -67,14 +67,20 @@ def scales_to_weights(
     """
     scales = _as_float64_vector(scales, "scales")
     _check_power(power)
-    measured = torch.isfinite(scales)
+    if bool(torch.isinf(scales).any()):  # an infinite volume is no measurement: never read it as "unmeasured"
+        raise ValueError(
+            f"scales must be finite (NaN marks an unmeasured class), got inf at classes "
+            f"{torch.isinf(scales).nonzero().flatten().tolist()}"
+        )
+    measured = ~torch.isnan(scales)
     if bool((scales[measured] < 0).any()):
         raise ValueError(f"scales must be non-negative (or NaN for unmeasured classes), got {scales.tolist()}")
     raw = torch.ones_like(scales)
     if bool(measured.any()) and power != 0:
         top = scales[measured].max()
         if bool(top > 0):
-            floored = scales[measured].clamp_min(top * _SCALE_FLOOR)
+            # floored at a fraction of the largest, and never at 0 (a denormal largest scale would give log 0)
+            floored = scales[measured].clamp_min(max(float(top) * _SCALE_FLOOR, torch.finfo(torch.float64).tiny))
             # in log space, so that large |power| cannot overflow before normalisation
             log_raw = -power * torch.log(floored)
             raw[measured] = torch.exp(log_raw - log_raw.max())

@@ -21,7 +21,7 @@ import torch
 
 from ..analysis.evaluation import overall_accuracy, per_class_accuracy
 from ..analysis.imbalance import scale_imbalance
-from ..core._validation import check_features
+from ..core._validation import IGNORE_INDEX, check_features
 from ..core.scales import class_semantic_scales
 
 
@@ -82,9 +82,15 @@ def semantic_scale_metric(
     ([0.5, 1.161], [0.5, 1.0])
     """
     features = _as_embeddings(embeddings)
-    labels = _as_class_ids(labels, "labels", features.shape[0])
+    labels = _as_class_ids(labels, "labels", features.shape[0], ignore_index=IGNORE_INDEX)
     if predictions is not None:
         predictions = _as_class_ids(predictions, "predictions", features.shape[0])
+    kept = labels != IGNORE_INDEX  # ignored everywhere, as in the math API
+    if not bool(kept.all()):
+        features, labels = features[kept.to(features.device)], labels[kept]
+        predictions = None if predictions is None else predictions[kept]
+        if labels.numel() == 0:
+            raise ValueError("every label is -100 (ignored): the metric needs labelled examples")
     if num_classes is None:
         num_classes = int(labels.max()) + 1
         if predictions is not None:
@@ -159,7 +165,7 @@ def _as_embeddings(embeddings: ArrayLike) -> torch.Tensor:
     return check_features(features, name="embeddings")
 
 
-def _as_class_ids(values: ArrayLike, name: str, num_samples: int) -> torch.Tensor:
+def _as_class_ids(values: ArrayLike, name: str, num_samples: int, ignore_index: int | None = None) -> torch.Tensor:
     if isinstance(values, torch.Tensor):
         ids = values.detach()
     else:
@@ -178,8 +184,10 @@ def _as_class_ids(values: ArrayLike, name: str, num_samples: int) -> torch.Tenso
         raise ValueError(f"{name} must be 1-D (num_samples,), got shape {tuple(ids.shape)}")
     if ids.shape[0] != num_samples:
         raise ValueError(f"got {num_samples} embeddings but {ids.shape[0]} {name}")
-    if bool((ids < 0).any()):
-        raise ValueError(f"{name} must be non-negative class ids, got {int(ids.min())}")
+    negative = (ids < 0) if ignore_index is None else (ids < 0) & (ids != ignore_index)
+    if bool(negative.any()):
+        allowed = "" if ignore_index is None else f" (or {ignore_index}, ignored)"
+        raise ValueError(f"{name} must be non-negative class ids{allowed}, got {int(ids[negative][0])}")
     return ids.long()
 
 

@@ -123,16 +123,18 @@ class SemScaleCallback(TrainerCallback):
         if self.measure_only:
             self._start_measuring(kwargs["model"])
         self._checked_through = state.global_step
+        if self.balancer.restart_warmup:  # resumed from a checkpoint without semscale state
+            self.balancer.warmup_start_step, self.balancer.restart_warmup = state.global_step, False
         if self.balancer.num_refreshes == 0 and self.warmup_total == 0:
             self._refresh(state.global_step, control)
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
         balancer = self.balancer
         due = (
-            state.global_step >= self.warmup_total
+            state.global_step - balancer.warmup_start_step >= self.warmup_total
             if balancer.stage == "warmup"
             else state.global_step - balancer.last_refresh_step >= self.refresh_every
-        )
+        ) and balancer.ready_to_refresh()
         # Rows left out of the pool (NaN/inf features, bad labels) are reported at the steps that synchronise anyway,
         # before the Trainer logs, saves or evaluates after this callback: never on the other steps.
         last = state.global_step >= state.max_steps

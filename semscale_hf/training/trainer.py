@@ -15,7 +15,7 @@ from transformers.utils import SAFE_WEIGHTS_NAME, logging
 
 from ..analysis.evaluation import classification_metrics
 from ..core._validation import IGNORE_INDEX, parse_alpha
-from ..core.balancer import SemScaleBalancer
+from ..core.balancer import POOL_FILE, STATE_FILE, SemScaleBalancer
 from ..core.capture import FeatureCapture
 from ..core.losses import class_weighted_loss, ldam_margins
 from ..data.labels import count_labels
@@ -196,9 +196,18 @@ class SemScaleTrainer(HubPushMixin, Trainer):
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         _reload_renamed_weights(self.model, resume_from_checkpoint)
-        if not self.balancer.load(resume_from_checkpoint):
+        balancer = self.balancer
+        if not balancer.load(resume_from_checkpoint, feature_dim=self.capture.dim):
+            balancer.restart_warmup = True  # the callback moves the warm-up's start to the resume step
             logger.warning(
-                f"{resume_from_checkpoint} holds no semscale state: the feature pool starts empty and warm-up restarts"
+                f"{resume_from_checkpoint} holds no {STATE_FILE}: the feature pool starts empty and warm-up restarts "
+                "at the resumed step (unweighted loss until the pool has filled again)"
+            )
+        elif not balancer.pool_restored and balancer.min_pool_features > 0:
+            logger.warning(
+                f"{resume_from_checkpoint} has {STATE_FILE} but no {POOL_FILE}: the checkpoint's class weights stay "
+                f"in force, and the next refresh waits until the pool holds {balancer.min_pool_features} features "
+                "again (as many as the first measurement had)"
             )
 
     def remove_hooks(self) -> None:

@@ -85,3 +85,25 @@ def test_blend_and_errors():
         scales_to_weights(torch.ones(2, 2))
     with pytest.raises(ValueError, match="non-negative"):
         inverse_frequency_weights(torch.tensor([-1.0, 2.0]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(
+        st.one_of(st.floats(min_value=0.0, max_value=1e308, allow_subnormal=True), st.just(float("nan"))),
+        min_size=1,
+        max_size=8,
+    ),
+    power=st.one_of(st.floats(min_value=-1e6, max_value=1e6), st.sampled_from([1e6, -1e6, 0.0, 1e-12])),
+)
+def test_weights_are_finite_and_positive_for_extreme_scales_and_powers(values, power):
+    weights = scales_to_weights(torch.tensor(values, dtype=torch.float64), power=power)
+    assert bool(torch.isfinite(weights).all()) and bool((weights > 0).all())
+    measured = ~torch.isnan(torch.tensor(values, dtype=torch.float64))
+    if bool(measured.any()):
+        assert float(weights[measured].mean()) == pytest.approx(1.0, rel=1e-9)
+
+
+def test_an_infinite_scale_is_an_error_not_an_unmeasured_class():
+    with pytest.raises(ValueError, match=r"got inf at classes \[2\]"):
+        scales_to_weights(torch.tensor([1.0, 2.0, float("inf")]))

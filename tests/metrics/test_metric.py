@@ -348,3 +348,17 @@ def test_load_metric_passes_options_to_evaluate(evaluate_cache, tmp_path):
     loaded = load_metric(cache_dir=str(tmp_path), experiment_id="exp")
     assert loaded.name == "semantic_scale" and loaded.experiment_id == "exp"
     assert Path(loaded.data_dir).is_relative_to(tmp_path)
+
+
+def test_label_minus_100_is_ignored_like_in_the_math_api():
+    generator = torch.Generator().manual_seed(3)
+    embeddings = torch.randn(30, 4, generator=generator)
+    labels = torch.arange(30) % 3
+    predictions = (labels + (torch.arange(30) % 4 == 0)) % 3
+    ignored = labels.clone()
+    ignored[::5] = -100
+    kept = ignored != -100
+    with_ignored = semantic_scale_metric(embeddings, ignored, predictions)
+    assert with_ignored == semantic_scale_metric(embeddings[kept], labels[kept], predictions[kept])
+    with pytest.raises(ValueError, match="non-negative class ids"):
+        semantic_scale_metric(embeddings, predictions, torch.full((30,), -100))  # predictions are never ignored

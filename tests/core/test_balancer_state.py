@@ -1,0 +1,107 @@
+"""Loaded balancer state is checked before it is used: every failure names the file and the field."""
+
+import logging
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from semscale_hf.core.balancer import POOL_FILE, STATE_FILE, SemScaleBalancer
+
+
+COUNTS = [6, 4, 2]
+
+
+def _trained(tmp_path):
+    balancer = SemScaleBalancer(COUNTS)
+    generator = torch.Generator().manual_seed(0)
+    balancer.record(torch.randn(12, 5, generator=generator), torch.tensor([0] * 6 + [1] * 4 + [2] * 2))
+    balancer.refresh(step=3)
+    balancer.save(tmp_path, include_pool=True)
+    return balancer
+
+
+def _rewrite(path, **changes):
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    tensors = load_file(str(path))
+    for key, value in changes.items():
+        if isinstance(value, str):
+            metadata[key] = value
+        else:
+            tensors[key] = value
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def test_a_saved_state_loads_back_exactly(tmp_path):
+    saved = _trained(tmp_path)
+    loaded = SemScaleBalancer(COUNTS)
+    assert loaded.load(tmp_path, feature_dim=5) and loaded.pool_restored
+    assert torch.equal(loaded.class_weights, saved.class_weights)
+    assert loaded.stage == "balanced" and loaded.num_refreshes == 1 and loaded.last_refresh_step == 3
+    assert loaded.first_measurement_features == 12 and loaded.min_pool_features == 0
+    assert torch.equal(loaded.pool.features_and_labels()[0], saved.pool.features_and_labels()[0])
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"class_weights": torch.tensor([1.0, float("nan"), 1.0], dtype=torch.float64)}, "class_weights"),
+        ({"class_weights": torch.tensor([2.0, -1.0, 2.0], dtype=torch.float64)}, "finite and positive"),
+        ({"class_weights": torch.tensor([1.5, 0.0, 1.5], dtype=torch.float64)}, "finite and positive"),
+        ({"class_weights": torch.ones(4, dtype=torch.float64)}, r"class_weights has shape \(4,\)"),
+        ({"semantic_scales": torch.ones(2, dtype=torch.float64)}, r"semantic_scales has shape \(2,\)"),
+        ({"semantic_scales": torch.tensor([1.0, float("inf"), 1.0], dtype=torch.float64)}, "semantic_scales"),
+        ({"stage": "finetune"}, "stage must be one of"),
+        ({"num_refreshes": "two"}, "num_refreshes must be a non-negative integer"),
+        ({"stage": "balanced", "num_refreshes": "0"}, "inconsistent"),
+    ],
+)
+def test_bad_state_values_are_rejected_naming_file_and_field(tmp_path, changes, match):
+    _trained(tmp_path)
+    _rewrite(tmp_path / STATE_FILE, **changes)
+    fresh = SemScaleBalancer(COUNTS)
+    with pytest.raises(ValueError, match=match) as error:
+        fresh.load(tmp_path)
+    assert STATE_FILE in str(error.value)
+    assert fresh.stage == "warmup" and torch.equal(fresh.class_weights, torch.ones(3, dtype=torch.float64))
+
+
+def test_bad_pool_files_are_rejected(tmp_path):
+    _trained(tmp_path)
+    with pytest.raises(ValueError, match=rf"{POOL_FILE}: the pool holds features of dimension 5.*takes 7"):
+        SemScaleBalancer(COUNTS).load(tmp_path, feature_dim=7)
+    pool = load_file(str(tmp_path / POOL_FILE))
+    pool["features"][0, 0] = float("nan")
+    save_file(pool, str(tmp_path / POOL_FILE))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        SemScaleBalancer(COUNTS).load(tmp_path)
+    _trained(tmp_path)
+    _rewrite(tmp_path / STATE_FILE, pool_counts=torch.tensor([1, 1, 1]))
+    with pytest.raises(ValueError, match="disagree"):
+        SemScaleBalancer(COUNTS).load(tmp_path)
+    (tmp_path / POOL_FILE).write_bytes(b"")  # a kill while writing
+    with pytest.raises(ValueError, match=rf"{POOL_FILE} cannot be read"):
+        SemScaleBalancer(COUNTS).load(tmp_path)
+
+
+def test_changed_class_counts_warn(tmp_path, caplog):
+    _trained(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="semscale_hf.core.balancer"):
+        SemScaleBalancer([6, 4, 3]).load(tmp_path)
+    assert "differ from this training set's" in caplog.text
+
+
+def test_a_missing_pool_keeps_the_weights_and_defers_the_next_refresh(tmp_path):
+    saved = _trained(tmp_path)
+    (tmp_path / POOL_FILE).unlink()
+    loaded = SemScaleBalancer(COUNTS)
+    assert loaded.load(tmp_path) and not loaded.pool_restored
+    assert torch.equal(loaded.class_weights, saved.class_weights) and loaded.stage == "balanced"
+    assert loaded.min_pool_features == 12 and not loaded.ready_to_refresh()
+    loaded.record(torch.randn(8, 5), torch.tensor([0, 0, 0, 0, 1, 1, 2, 2]))
+    assert not loaded.ready_to_refresh()  # 8 of the 12 features the first measurement had
+    loaded.record(torch.randn(4, 5), torch.tensor([0, 0, 1, 1]))
+    assert loaded.ready_to_refresh()

@@ -1,0 +1,65 @@
+"""Resumes from damaged checkpoints: what a missing pool or a missing state does, and that the warnings say so."""
+
+import logging
+import shutil
+
+import torch
+from _helpers.trainer_utils import digits_dataset, make_args, tiny_vit
+from safetensors.torch import load_file
+
+from semscale_hf import SemScaleTrainer
+from semscale_hf.core.balancer import POOL_FILE, STATE_FILE
+
+
+def _checkpoint(tmp_path, data):
+    # warm-up 2 steps, refresh every 3: refreshes at steps 2, 5, 8, ...; the first measured 8 features
+    args = make_args(tmp_path / "full", num_train_epochs=3, save_strategy="steps", save_steps=4)
+    full = SemScaleTrainer(model=tiny_vit(), args=args, train_dataset=data)
+    full.train()
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tmp_path / "full" / "checkpoint-4", damaged)
+    return damaged
+
+
+def _resume(tmp_path, checkpoint, data, caplog):
+    trainer = SemScaleTrainer(model=tiny_vit(seed=1), args=make_args(tmp_path / "resumed", num_train_epochs=3),
+                              train_dataset=data)  # fmt: skip
+    seen = []
+    original = trainer.balancer.loss_weights
+
+    def spy(*args, **kwargs):
+        weights = original(*args, **kwargs)
+        seen.append((trainer.state.global_step, None if weights is None else weights.double().cpu()))
+        return weights
+
+    trainer.balancer.loss_weights = spy
+    with caplog.at_level(logging.WARNING, logger="semscale_hf.training.trainer"):
+        trainer.train(resume_from_checkpoint=str(checkpoint))
+    # the log history of the run before the checkpoint (steps 1-4) is restored with it
+    refreshes = [e["step"] for e in trainer.state.log_history if "semscale/refreshes" in e and e["step"] > 4]
+    return trainer, seen, refreshes
+
+
+def test_a_missing_pool_keeps_the_checkpoint_weights_and_the_next_refresh_waits(tmp_path, caplog):
+    data = digits_dataset(counts=[16, 10, 6, 4])
+    checkpoint = _checkpoint(tmp_path, data)
+    saved_weights = load_file(str(checkpoint / STATE_FILE))["class_weights"]
+    (checkpoint / POOL_FILE).unlink()
+    trainer, seen, refreshes = _resume(tmp_path, checkpoint, data, caplog)
+    assert POOL_FILE in caplog.text and "waits until the pool holds 8 features" in caplog.text
+    first_step, first_weights = seen[0]
+    assert first_step == 4 and torch.allclose(first_weights, saved_weights.double(), rtol=1e-6)
+    # due at step 5, but the refilled pool holds 4 features then: the refresh comes at step 6 (8 features)
+    assert refreshes[0] == 6 and all(torch.equal(w, first_weights) for step, w in seen if step < 6)
+
+
+def test_a_missing_state_restarts_warm_up_at_the_resumed_step(tmp_path, caplog):
+    data = digits_dataset(counts=[16, 10, 6, 4])
+    checkpoint = _checkpoint(tmp_path, data)
+    (checkpoint / POOL_FILE).unlink()
+    (checkpoint / STATE_FILE).unlink()
+    trainer, seen, refreshes = _resume(tmp_path, checkpoint, data, caplog)
+    assert "warm-up restarts at the resumed step" in caplog.text
+    # unweighted for the 2 warm-up steps after the resume (steps 4 and 5), then the first measurement at step 6
+    assert all(w is None for step, w in seen if step < 6) and refreshes[0] == 6
+    assert trainer.balancer.warmup_start_step == 4
