@@ -138,6 +138,9 @@ class HubPushMixin:
 
         `Trainer` copies only the model files of the checkpoint into `output_dir` before uploading that folder.
         """
+        if getattr(self, "_defer_pushes", False):  # a staged checkpoint: pushed once it is in place
+            self._deferred_push = checkpoint_folder
+            return
         args = self.args
         due = self.is_world_process_zero() and args.hub_strategy != HubStrategy.END
         if due and not args.hub_always_push and self.push_in_progress is not None:

@@ -11,6 +11,8 @@ import torch
 from safetensors import safe_open
 from torch import nn
 from transformers import EvalPrediction, PreTrainedModel, Trainer
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from transformers.utils import SAFE_WEIGHTS_NAME, logging
 
 from ..analysis.evaluation import classification_metrics
@@ -20,6 +22,7 @@ from ..core.capture import FeatureCapture
 from ..core.losses import class_weighted_loss, ldam_margins
 from ..data.labels import count_labels
 from .callback import SemScaleCallback
+from .checkpoints import STAGING_DIR, checkpoint_problems, newest_complete_checkpoint, publish, remove_stale_staging
 from .config import POOL_DTYPES, SemScaleTrainingArguments
 from .hub_push import HubPushError, HubPushMixin
 from .recorder import record_batch
@@ -180,12 +183,75 @@ class SemScaleTrainer(HubPushMixin, Trainer):
         return (loss, outputs) if return_outputs else loss
 
     # ------------------------------------------------------------------------------------ checkpoints and saving
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial: Any = None, **kwargs: Any) -> Any:
+        """As [`~transformers.Trainer.train`]; `resume_from_checkpoint=True` takes the newest *complete* checkpoint.
+
+        A newer incomplete `checkpoint-N` (written by other code, or killed during a save before checkpoints were
+        staged) is skipped with a warning naming what it lacks; an explicit path to an incomplete checkpoint fails at
+        once, naming the missing file. A staging folder left by a killed save is removed first.
+        """
+        if self.args.should_save and (stale := remove_stale_staging(self.args.output_dir)):
+            logger.warning(f"removed {stale}: a checkpoint that was being written when the last run was killed")
+        save_only_model = self.args.save_only_model
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint, skipped = newest_complete_checkpoint(
+                self.args.output_dir, save_only_model=save_only_model
+            )
+            for folder, problems in skipped.items():
+                logger.warning(f"skipped the incomplete checkpoint {folder}: {'; '.join(problems)}")
+            if resume_from_checkpoint is None:
+                raise ValueError(
+                    f"resume_from_checkpoint=True, but {self.args.output_dir} holds no complete checkpoint"
+                    + (f" (incomplete: {', '.join(skipped)})" if skipped else "")
+                    + "; pass resume_from_checkpoint=None to start from scratch"
+                )
+        elif isinstance(resume_from_checkpoint, (str, os.PathLike)) and os.path.isdir(resume_from_checkpoint):
+            if problems := checkpoint_problems(str(resume_from_checkpoint), save_only_model=save_only_model):
+                raise ValueError(
+                    f"{resume_from_checkpoint} is an incomplete checkpoint: {'; '.join(problems)}. Resume from an "
+                    "earlier one, or pass resume_from_checkpoint=True to take the newest complete one"
+                )
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
+
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        """`Trainer`'s checkpoint, written into a staging folder and renamed into place once it is complete."""
+        run_dir = self._get_output_dir(trial=trial)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging = os.path.join(run_dir, STAGING_DIR)
+        staged, final = os.path.join(staging, name), os.path.join(run_dir, name)
+        # Trainer builds every path of the save from _get_output_dir: pointed at the staging folder, the whole
+        # checkpoint lands there; the push is made from the final folder, after the rename
+        self._get_output_dir = lambda trial=None: staging  # shadows the method for this save only
         self._saving_checkpoint = True  # the next save_model writes the pool too (needed for an exact resume)
+        self._defer_pushes, self._deferred_push = True, None
         try:
             super()._save_checkpoint(model, trial)
         finally:
-            self._saving_checkpoint = False
+            del self._get_output_dir
+            self._saving_checkpoint = self._defer_pushes = False
+        deferred, self._deferred_push = self._deferred_push, None
+        self.accelerator.wait_for_everyone()  # every rank's files are in the staging folder
+        if self.args.should_save:
+            state = self.state
+            best = state.best_model_checkpoint
+            if state.best_global_step and os.path.isdir(
+                os.path.join(staging if state.best_global_step == state.global_step else run_dir,
+                             f"{PREFIX_CHECKPOINT_DIR}-{state.best_global_step}")
+            ):  # fmt: skip
+                best = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.best_global_step}")
+            if best != state.best_model_checkpoint:  # Trainer saw the staging paths: write the final one
+                state.best_model_checkpoint = best
+                state.save_to_json(os.path.join(staged, TRAINER_STATE_NAME))
+            publish(staged, final)
+            if deferred is not None:
+                self._push_from_checkpoint(final)
+            rotate_checkpoints(
+                output_dir=run_dir,
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=state.best_model_checkpoint,
+                use_mtime=True,
+            )
+        self.accelerator.wait_for_everyone()
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Saves the model as `Trainer` does, plus `semscale_state.safetensors` (and the pool in checkpoints)."""

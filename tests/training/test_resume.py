@@ -3,6 +3,7 @@
 import logging
 import shutil
 
+import pytest
 import torch
 from _helpers.trainer_utils import digits_dataset, make_args, tiny_vit
 from safetensors.torch import load_file
@@ -63,3 +64,22 @@ def test_a_missing_state_restarts_warm_up_at_the_resumed_step(tmp_path, caplog):
     # unweighted for the 2 warm-up steps after the resume (steps 4 and 5), then the first measurement at step 6
     assert all(w is None for step, w in seen if step < 6) and refreshes[0] == 6
     assert trainer.balancer.warmup_start_step == 4
+
+
+def test_resume_true_skips_incomplete_checkpoints_and_a_path_to_one_fails_at_once(tmp_path, caplog):
+    data = digits_dataset(counts=[16, 10, 6, 4])
+    args = make_args(tmp_path / "run", max_steps=6, save_strategy="steps", save_steps=2)
+    SemScaleTrainer(model=tiny_vit(), args=args, train_dataset=data).train()
+    run = tmp_path / "run"
+    # damage the newest checkpoints as a save killed by other code would leave them
+    (run / "checkpoint-6" / "optimizer.pt").unlink()
+    (run / "checkpoint-4" / "trainer_state.json").write_text("")
+    resumed = SemScaleTrainer(model=tiny_vit(), args=make_args(run, max_steps=6, save_strategy="no"),
+                              train_dataset=data)  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="semscale_hf.training.trainer"):
+        resumed.train(resume_from_checkpoint=True)
+    assert "checkpoint-6: optimizer.pt is missing" in caplog.text
+    assert "checkpoint-4: trainer_state.json is empty or not valid JSON" in caplog.text
+    assert resumed.state.global_step == 6 and len([e for e in resumed.state.log_history if "loss" in e]) == 6
+    with pytest.raises(ValueError, match="checkpoint-6 is an incomplete checkpoint: optimizer.pt is missing"):
+        resumed.train(resume_from_checkpoint=str(run / "checkpoint-6"))

@@ -1,0 +1,118 @@
+"""Crash-safe checkpoints: staged in a hidden folder and renamed into place when complete; completeness checks.
+
+`SemScaleTrainer` lets `Trainer` write every checkpoint into `<output_dir>/.semscale-staging/checkpoint-N` and then
+renames the folder to `<output_dir>/checkpoint-N` (one `os.replace`, atomic on one filesystem). A process killed
+during a save therefore leaves the previous checkpoints and, at most, a staging folder that the next `train()` removes.
+Checkpoints written by other code (a plain `Trainer`, an older version) can still be incomplete:
+[`checkpoint_problems`] says what such a folder lacks, and [`newest_complete_checkpoint`] skips it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+
+__all__ = ["STAGING_DIR", "checkpoint_problems", "newest_complete_checkpoint", "publish", "remove_stale_staging"]
+
+STAGING_DIR = ".semscale-staging"
+"""Folder of `output_dir` that holds a checkpoint while it is written."""
+
+_CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "adapter_model.safetensors")
+_SAFETENSORS = ("semscale_state.safetensors", "semscale_pool.safetensors")
+
+
+def checkpoint_problems(folder: str, *, save_only_model: bool = False) -> list[str]:
+    """What keeps `folder` from being a complete checkpoint (empty list: complete), e.g. `"optimizer.pt is missing"`.
+
+    Checked: `trainer_state.json` is valid JSON; a weights file is there and not empty (and `config.json` valid JSON
+    when present); without `save_only_model`, `optimizer.pt` and `scheduler.pt` are there and not empty; semscale's
+    safetensors files, when present, have a readable header.
+    """
+    problems = []
+
+    def json_problem(name: str) -> str | None:
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            return f"{name} is missing"
+        try:
+            with open(path, encoding="utf-8") as handle:
+                json.load(handle)
+        except (OSError, ValueError):
+            return f"{name} is empty or not valid JSON"
+        return None
+
+    if problem := json_problem("trainer_state.json"):
+        problems.append(problem)
+    if os.path.isfile(os.path.join(folder, "config.json")) and (problem := json_problem("config.json")):
+        problems.append(problem)
+    weights = [name for name in _WEIGHTS if os.path.isfile(os.path.join(folder, name))]
+    if not weights:
+        problems.append(f"no model weights ({', '.join(_WEIGHTS[:1] + _WEIGHTS[2:3])}, ...)")
+    problems += [f"{name} is empty" for name in weights if os.path.getsize(os.path.join(folder, name)) == 0]
+    if not save_only_model:
+        for name in ("optimizer.pt", "scheduler.pt"):
+            path = os.path.join(folder, name)
+            if not os.path.isfile(path):
+                problems.append(f"{name} is missing")
+            elif os.path.getsize(path) == 0:
+                problems.append(f"{name} is empty")
+    for name in _SAFETENSORS:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path) and not _readable_safetensors(path):
+            problems.append(f"{name} cannot be read")
+    return problems
+
+
+def newest_complete_checkpoint(output_dir: str, *, save_only_model: bool = False) -> tuple[str | None, dict]:
+    """The newest complete `checkpoint-N` of `output_dir` (or `None`), and the newer incomplete ones it skipped."""
+    if not os.path.isdir(output_dir):
+        return None, {}
+    steps = sorted(
+        (int(match.group(1)), name)
+        for name in os.listdir(output_dir)
+        if (match := _CHECKPOINT.match(name)) and os.path.isdir(os.path.join(output_dir, name))
+    )
+    skipped = {}
+    for _, name in reversed(steps):
+        folder = os.path.join(output_dir, name)
+        problems = checkpoint_problems(folder, save_only_model=save_only_model)
+        if not problems:
+            return folder, skipped
+        skipped[folder] = problems
+    return None, skipped
+
+
+def publish(staged: str, final: str) -> None:
+    """Moves a completely written checkpoint folder into place; a folder already there (the same step) is replaced."""
+    if os.path.isdir(final):
+        shutil.rmtree(final)
+    os.replace(staged, final)
+    parent = os.path.dirname(staged)
+    if os.path.isdir(parent) and not os.listdir(parent):
+        os.rmdir(parent)
+
+
+def remove_stale_staging(output_dir: str) -> str | None:
+    """Removes a staging folder left by a process killed during a save; returns its path when there was one."""
+    path = os.path.join(output_dir, STAGING_DIR)
+    if not os.path.isdir(path):
+        return None
+    shutil.rmtree(path, ignore_errors=True)
+    return path
+
+
+def _readable_safetensors(path: str) -> bool:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as handle:
+            handle.metadata()
+    except Exception:  # a truncated or empty file: safetensors raises its own error type
+        return False
+    return True
