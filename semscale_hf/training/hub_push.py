@@ -5,6 +5,10 @@ of its in-training uploads (`upload_folder(run_as_future=True)`), so a failed pu
 mixin the constructor fails fast with `HubPushError`; an in-training push that fails logs a warning and training goes
 on; the final `push_to_hub()` raises `HubPushError` after `output_dir` is complete on disk. Every push also carries
 `semscale_state.safetensors` and the semantic-scale model card.
+
+Stock Trainer also drops the push of a save silently while the previous push still runs (a slow Hub, a large model):
+here that save waits in a queue of one (the newest save wins) and is pushed as soon as the running push has finished,
+at the latest when training ends, so the Hub always ends up with the newest checkpoint.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class HubPushMixin:
         self.hub_push_failures: list[str] = []
         self._hub_watched: list[tuple[Future, str]] = []
         self._hub_lock = threading.Lock()
+        self._queued_push: tuple[str, int, float | None] | None = None  # (checkpoint, global step, epoch)
 
     def create_model_card(
         self,
@@ -113,6 +118,9 @@ class HubPushMixin:
                 self.save_model(_internal_call=True)  # keep the promise: output_dir is complete even so
                 self.create_model_card(**kwargs)
                 raise
+        # a queued checkpoint push copies that checkpoint's model files into output_dir: run it before the final
+        # save writes the current model there (Trainer waits for running pushes only after that save)
+        self._finish_current_push()
         self._hub_local_ready = False
         try:
             result = super().push_to_hub(commit_message, blocking, token, revision, private, **kwargs)
@@ -142,11 +150,19 @@ class HubPushMixin:
             self._deferred_push = checkpoint_folder
             return
         args = self.args
-        due = self.is_world_process_zero() and args.hub_strategy != HubStrategy.END
-        if due and not args.hub_always_push and self.push_in_progress is not None:
-            due = self.push_in_progress.is_done()  # Trainer skips this push while the previous one runs
-        if not due:
+        if not self.is_world_process_zero() or args.hub_strategy == HubStrategy.END:
             return
+        if not args.hub_always_push and not self._push_done():
+            # Trainer would drop this push: queue it instead; a newer save replaces an older one still waiting
+            if self._queued_push is not None:
+                logger.info(f"the push of step {self._queued_push[1]} is superseded by step {self.state.global_step}")
+            logger.info(
+                f"the Hub push of step {self.state.global_step} waits for the one in progress; it starts when that "
+                "one has finished"
+            )
+            self._queued_push = (checkpoint_folder, self.state.global_step, self.state.epoch)
+            return
+        self._queued_push = None  # this push is newer than any waiting one
         self._collect_push_failures()
         state_file = os.path.join(checkpoint_folder, STATE_FILE)
         if os.path.isfile(state_file):
@@ -166,9 +182,36 @@ class HubPushMixin:
             if not any(job is old for old in previous):
                 self._watch_push(job, description)
 
+    def _maybe_log_save_evaluate(self, *args: Any, **kwargs: Any) -> None:
+        super()._maybe_log_save_evaluate(*args, **kwargs)
+        if getattr(self, "_queued_push", None) is not None and self._push_done():
+            self._start_queued_push()  # after every optimizer step: a check of the futures, no device work
+
     def _finish_current_push(self) -> None:
+        """Waits for the running push, then pushes the save that waited for it (and waits for that one too)."""
         super()._finish_current_push()
         self._collect_push_failures()  # wait() can return before the futures' done-callbacks have run
+        if getattr(self, "_queued_push", None) is not None:
+            self._start_queued_push()
+            super()._finish_current_push()
+            self._collect_push_failures()
+
+    def _push_done(self) -> bool:
+        return self.push_in_progress is None or self.push_in_progress.is_done()
+
+    def _start_queued_push(self) -> None:
+        folder, step, epoch = self._queued_push
+        self._queued_push = None
+        if not os.path.isdir(folder):  # removed meanwhile (save_total_limit=1 keeps only the best at the end)
+            self._record_push_failure(f"step {step}", FileNotFoundError(f"{folder} was removed before its push"))
+            return
+        # Trainer writes the commit message from the current step and epoch: push under those of the queued save
+        current = self.state.global_step, self.state.epoch
+        self.state.global_step, self.state.epoch = step, epoch
+        try:
+            self._push_from_checkpoint(folder)
+        finally:
+            self.state.global_step, self.state.epoch = current
 
     def _watch_push(self, job: Future, description: str) -> None:
         with self._hub_lock:

@@ -56,7 +56,8 @@ always take the plain HTTP path) and answers the Xet token routes with 501: an "
 `HF_HUB_DISABLE_XET=1` fails at once with a `ConnectionError` naming `xet-write-token`, and makes no commit.
 
 Failure simulation: set `fail_mode = True` to answer every request with `fail_status` (default 503), or call `stop()`
-to refuse connections (a later `start()` serves the same data on the same port). Mind the client's retries:
+to refuse connections (a later `start()` serves the same data on the same port); clear `commit_gate` to hold every
+commit until it is set again (a slow Hub, uploads kept in progress). Mind the client's retries:
 `http_backoff` retries 408/429/500/502/503/504 and connection errors 5 times with 1, 2, 4, 8 and 8 s sleeps (about
 23 s) on preupload, the LFS batch/PUT/verify calls, tree and commit listings, and on the second `hf_hub_download` HEAD
 made when nothing is cached. `create_repo`, `repo_info`, `validate-yaml` and the commit POST are not retried (a
@@ -304,6 +305,9 @@ class HubServer:
             docstring).
         requests (`list[tuple[str, str]]`):
             `(method, path)` of every request received, path without the query string, in arrival order.
+        commit_gate (`threading.Event`):
+            Set by default; while it is cleared, every commit request waits for it (at most 120 s) before it is
+            handled: a slow Hub whose uploads stay in progress for as long as a test needs.
     """
 
     def __init__(self, *, user: str = "test-user", lfs_threshold: int = 1_000_000, host: str = "127.0.0.1") -> None:
@@ -315,6 +319,8 @@ class HubServer:
         self.fail_mode = False
         self.fail_status = 503
         self.requests: list[tuple[str, str]] = []
+        self.commit_gate = threading.Event()
+        self.commit_gate.set()
         self._repos: dict[tuple[str, str], HubRepo] = {}
         self._lfs_objects: dict[str, bytes] = {}
         self._lock = threading.RLock()
@@ -698,6 +704,7 @@ class HubServer:
     ) -> None:
         self._require_auth(request)
         self._require_main(revision)
+        self.commit_gate.wait(timeout=120)
         if query.get("create_pr") == "1":
             raise _HTTPError(400, "The test Hub does not support pull requests (create_pr=True)")
         try:

@@ -6,7 +6,9 @@ repo back through `huggingface_hub` (snapshot download, `ModelCard.load`) and `f
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 from pathlib import Path
 
 import pytest
@@ -183,4 +185,76 @@ def test_push_to_hub_without_push_to_hub_argument_saves_locally_when_the_hub_is_
     hub_server_in_process.start()
     trainer.push_to_hub()
     assert hub_server_in_process.commit_messages(REPO) == ["initial commit", "End of training"]
+    _assert_same_weights(trainer.model, REPO)
+
+
+class _SlowHub(TrainerCallback):
+    """Holds every commit from the start; lets them through at the end of step `release_step` (or when training ends).
+
+    At the next step's start it waits until the pushes then running have finished, so what is pushed when is
+    deterministic.
+    """
+
+    def __init__(self, server, trainer, release_step: int | None) -> None:
+        self.server, self.trainer, self.release_step = server, trainer, release_step
+        server.commit_gate.clear()
+
+    def _wait(self) -> None:
+        if self.trainer.push_in_progress is not None:
+            self.trainer.push_in_progress.wait_until_done()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.release_step:
+            self.server.commit_gate.set()
+            self._wait()
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.release_step is not None and state.global_step == self.release_step:
+            self._wait()  # the queued push started after step release_step
+
+    def on_train_end(self, args, state, control, **kwargs):
+        # Trainer waits for the running push right after this callback: open the gate a moment later
+        threading.Timer(0.5, self.server.commit_gate.set).start()
+
+
+def _pushed_step(server, path: str) -> int:
+    return json.loads(server.file(REPO, path).data)["global_step"]
+
+
+def test_saves_during_a_slow_push_are_queued_and_the_newest_is_pushed(hub_server_in_process, tmp_path, caplog):
+    server = hub_server_in_process
+    output_dir = tmp_path / "out"
+    # push 2 hangs until step 7; saves 4 and 6 wait meanwhile (6 supersedes 4); then 6 is pushed, later 8 and 10
+    trainer = _trainer(output_dir, max_steps=10, save_steps=2, eval_steps=10, hub_always_push=False)
+    trainer.add_callback(_SlowHub(server, trainer, release_step=7))
+    with caplog.at_level(logging.INFO, logger="semscale_hf.training.hub_push"):
+        trainer.train()
+
+    messages = server.commit_messages(REPO)
+    assert messages == ["initial commit"] + [f"Training in progress, step {s}" for s in (2, 6, 8, 10)]
+    assert "the Hub push of step 4 waits for the one in progress" in caplog.text
+    assert "the push of step 4 is superseded by step 6" in caplog.text
+    assert trainer.hub_push_failures == []
+    _assert_same_weights(AutoModelForImageClassification.from_pretrained(output_dir / "checkpoint-10"), REPO)
+
+
+def test_a_save_queued_at_the_end_of_training_is_pushed_before_train_returns(hub_server_in_process, tmp_path):
+    server = hub_server_in_process
+    output_dir = tmp_path / "out"
+    trainer = _trainer(
+        output_dir, max_steps=4, save_steps=2, eval_steps=4, hub_always_push=False, hub_strategy="checkpoint"
+    )
+    trainer.add_callback(_SlowHub(server, trainer, release_step=None))  # push 2 hangs until training has ended
+    trainer.train()
+
+    messages = server.commit_messages(REPO)
+    assert messages == ["initial commit"] + [
+        m for s in (2, 4) for m in (f"Training in progress, step {s}", f"Training in progress, step {s}, checkpoint")
+    ]
+    assert _pushed_step(server, "last-checkpoint/trainer_state.json") == 4
+    assert trainer.hub_push_failures == []
+    _assert_same_weights(AutoModelForImageClassification.from_pretrained(output_dir / "checkpoint-4"), REPO)
+
+    trainer.push_to_hub()  # the final push uploads the model as trained, over the checkpoint's files
+    assert server.commit_messages(REPO)[-1] == "End of training"
     _assert_same_weights(trainer.model, REPO)
