@@ -85,7 +85,19 @@ class SemScaleBalancer:
         self.effective_number_beta = effective_number_beta
         capacities = counts if pool_max_per_class is None else counts.clamp_max(pool_max_per_class)
         self.pool = FeaturePool(capacities, dtype=pool_dtype, device=pool_device)
-        num_classes = counts.numel()
+        self._start()
+
+    def reset(self) -> None:
+        """Back to the state right after construction: an empty pool of any dimension, weights 1, warm-up.
+
+        `SemScaleTrainer` calls it at the start of every `train()` that does not resume from a checkpoint.
+        """
+        pool = self.pool
+        self.pool = FeaturePool(pool.capacities, dtype=pool.dtype, device=pool.device)
+        self._start()
+
+    def _start(self) -> None:
+        num_classes = self.class_counts.numel()
         self.class_weights = torch.ones(num_classes, dtype=torch.float64)
         self.semantic_scales = torch.full((num_classes,), float("nan"), dtype=torch.float64)
         self.stage = "warmup"

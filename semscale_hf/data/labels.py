@@ -7,15 +7,24 @@ transform set on the dataset (about 100x faster than converting a column element
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+from torch.utils.data import IterableDataset
 
 
-__all__ = ["LABEL_COLUMNS", "class_counts", "count_labels"]
+__all__ = ["LABEL_COLUMNS", "class_counts", "count_labels", "is_streaming"]
 
 LABEL_COLUMNS = ("labels", "label")
 """Label columns looked for, in this order, when none is named (the names `Trainer` and `datasets` use)."""
+
+
+def is_streaming(dataset: Any) -> bool:
+    """Whether `dataset` is iterable only (a `datasets.IterableDataset`, a torch `IterableDataset`, a generator)."""
+    if type(dataset).__name__ == "IterableDataset" or isinstance(dataset, (IterableDataset, Iterator)):
+        return True
+    return not hasattr(dataset, "__len__")
 
 
 def count_labels(
@@ -42,9 +51,14 @@ def count_labels(
         `list[int]`: `counts[c]` is the number of rows with label `c` (0 for absent classes).
 
     Raises:
-        `ValueError`: no label column, or labels outside `[0, num_classes)`. `TypeError`: labels that are not
-            integer class ids.
+        `ValueError`: no label column, labels outside `[0, num_classes)`, or an iterable-only (streaming) dataset,
+            which is never read to count it. `TypeError`: labels that are not integer class ids.
     """
+    if is_streaming(dataset):
+        raise ValueError(
+            f"cannot count the labels of an iterable (streaming) dataset ({type(dataset).__name__}) without reading "
+            "the whole stream: pass class_counts=[...] (training samples per class)"
+        )
     labels, column, named_classes = read_labels(dataset, label_column)
     if num_classes is None:
         num_classes = named_classes

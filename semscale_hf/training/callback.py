@@ -7,6 +7,8 @@ On a plain [`~transformers.Trainer`] it works in measure-only mode: it captures 
 the labels of every training forward pass into its own feature pool, measures the semantic scales on the same
 schedule, and logs them; the loss is untouched. Link it with `SemScaleCallback.attach(trainer)`, because the
 callback API does not hand the trainer to callbacks and `Trainer.log` is what reaches every `report_to` integration.
+The labels are read from the batch that the trainer hands to `training_step`, so a `compute_loss` that pops `labels`
+before calling the model (the usual custom-loss pattern) is measured too.
 
 Both modes share one record path ([`~semscale_hf.training.recorder.record_batch`]: gather across processes, then
 the pool, one NaN policy) and broadcast rank 0's weights after every refresh. The callback talks to its trainer only
@@ -80,10 +82,9 @@ class SemScaleCallback(TrainerCallback):
         per_class_max: int = 20,
         **balancer_options: Any,
     ) -> None:
-        self.balancer = balancer
         self.class_counts = class_counts
         self.feature_module = feature_module
-        self.warmup_epochs, self.warmup_steps, self.refresh_steps = warmup_epochs, warmup_steps, refresh_steps
+        self.use(balancer, warmup_epochs=warmup_epochs, warmup_steps=warmup_steps, refresh_steps=refresh_steps)
         self.per_class_max = per_class_max
         self.balancer_options = balancer_options
         self.trainer: Trainer | None = None
@@ -93,7 +94,21 @@ class SemScaleCallback(TrainerCallback):
         self._hooks: list[Any] = []
         self._capture: FeatureCapture | None = None
         self._labels: torch.Tensor | None = None
+        self._step_labels: torch.Tensor | None = None  # labels of the batch in training_step (measure-only mode)
         self._checked_through = 0  # global step up to which rows left out of the pool were reported
+        self._warned_empty = False
+
+    def use(
+        self,
+        balancer: SemScaleBalancer | None,
+        *,
+        warmup_epochs: float = 1.0,
+        warmup_steps: int | None = None,
+        refresh_steps: int | None = None,
+    ) -> None:
+        """Sets the state to refresh and the schedule (`SemScaleTrainer` calls it again for each search trial)."""
+        self.balancer = balancer
+        self.warmup_epochs, self.warmup_steps, self.refresh_steps = warmup_epochs, warmup_steps, refresh_steps
 
     @classmethod
     def attach(cls, trainer: Trainer, **kwargs: Any) -> SemScaleCallback:
@@ -110,18 +125,14 @@ class SemScaleCallback(TrainerCallback):
                 "SemScaleCallback is not linked to its trainer; add it with `SemScaleCallback.attach(trainer)` "
                 "(or use SemScaleTrainer, which links it)"
             )
-        dataloader = kwargs.get("train_dataloader")
-        steps_per_epoch = max(state.max_steps // max(math.ceil(args.num_train_epochs), 1), 1)
-        if dataloader is not None and hasattr(dataloader, "__len__"):
-            steps_per_epoch = math.ceil(len(dataloader) / args.gradient_accumulation_steps)
+        if self.measure_only:
+            self._start_measuring(kwargs["model"])
         self.warmup_total, self.refresh_every = refresh_schedule(
-            steps_per_epoch,
+            self._steps_per_epoch(args, kwargs.get("train_dataloader")),
             warmup_epochs=self.warmup_epochs,
             warmup_steps=self.warmup_steps,
             refresh_steps=self.refresh_steps,
         )
-        if self.measure_only:
-            self._start_measuring(kwargs["model"])
         self._checked_through = state.global_step
         if self.balancer.restart_warmup:  # resumed from a checkpoint without semscale state
             self.balancer.warmup_start_step, self.balancer.restart_warmup = state.global_step, False
@@ -147,6 +158,14 @@ class SemScaleCallback(TrainerCallback):
         self._stop_measuring()
 
     # ----------------------------------------------------------------------------------------------- internals
+    def _steps_per_epoch(self, args: TrainingArguments, dataloader: Any) -> int:
+        """Optimizer steps of one epoch: from the dataloader, or (a stream has no length) from the class counts."""
+        try:
+            return math.ceil(len(dataloader) / args.gradient_accumulation_steps)
+        except TypeError:  # no dataloader, or an iterable dataset: an epoch is one pass over the counted samples
+            per_step = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
+            return math.ceil(int(self.balancer.class_counts.sum()) / per_step)
+
     def _check_recorded(self, args: TrainingArguments, state: TrainerState) -> None:
         # the steps are counted as during the forward passes: global_step before its increment
         first, self._checked_through = self._checked_through, state.global_step
@@ -160,6 +179,13 @@ class SemScaleCallback(TrainerCallback):
 
     def _refresh(self, step: int, control: TrainerControl) -> None:
         balancer = self.balancer
+        if not self._warned_empty and int(balancer.pool.counts.sum()) == 0:
+            self._warned_empty = True
+            logger.warning(
+                f"the refresh at step {step} found an empty feature pool: no training batch reached the pool (no "
+                "`labels` in the batches, or no forward pass through the classification head); the scales stay "
+                "unmeasured" + ("" if self.measure_only else " and the weights stay 1")
+            )
         balancer.refresh(step)
         balancer.class_weights, balancer.semantic_scales = broadcast_from_main(
             self.trainer.accelerator, balancer.class_weights, balancer.semantic_scales
@@ -173,27 +199,46 @@ class SemScaleCallback(TrainerCallback):
 
     def _start_measuring(self, model: torch.nn.Module) -> None:
         num_labels = model.config.num_labels
-        if self.balancer is None:
+        if self.balancer is not None:
+            self.balancer.reset()  # a later train() measures its own run, on the schedule of its own steps
+        else:
             counts = self.class_counts
             if counts is None:
                 counts = count_labels(self.trainer.train_dataset, num_labels, ignore_index=IGNORE_INDEX)
             self.balancer = SemScaleBalancer(counts, weighting="none", **self.balancer_options)
         if self._capture is None:
             self._capture = FeatureCapture(model, num_labels, self.feature_module)
-            # The head hook sees features but not labels: read the labels from the model call's keyword arguments
-            # and pair both once the forward pass has finished.
+            # The head hook sees features but not labels: read the labels from the model call's keyword arguments,
+            # or else from the batch handed to training_step (a compute_loss may pop them), and pair both once the
+            # forward pass has finished.
             self._hooks = [
                 model.register_forward_pre_hook(self._read_labels, with_kwargs=True),
                 model.register_forward_hook(self._record_batch),
             ]
+            self._wrap_training_step()
+
+    def _wrap_training_step(self) -> None:
+        trainer = self.trainer
+        original = trainer.training_step  # the bound method of the trainer's class
+
+        def training_step(model: torch.nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+            self._step_labels = inputs.get("labels") if isinstance(inputs, dict) else None
+            try:
+                return original(model, inputs, *args, **kwargs)
+            finally:
+                self._step_labels = None
+
+        trainer.training_step = training_step  # an instance attribute: removed again by _stop_measuring
+        self._hooks.append(_InstanceAttribute(trainer, "training_step"))
 
     def _read_labels(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        self._labels = kwargs.get("labels") if module.training else None
+        labels = kwargs.get("labels")
+        self._labels = (labels if labels is not None else self._step_labels) if module.training else None
 
     def _record_batch(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
         features = self._capture.pop() if self._capture is not None else None
         labels, self._labels = self._labels, None
-        if labels is None or features is None:
+        if labels is None or features is None or labels.shape[:1] != features.shape[:1]:
             return
         record_batch(self.balancer, self.trainer.accelerator, features, labels)
 
@@ -204,6 +249,16 @@ class SemScaleCallback(TrainerCallback):
         if self._capture is not None:
             self._capture.close()
             self._capture = None
+
+
+class _InstanceAttribute:
+    """A removable handle for an attribute set on an instance, like the handles of torch hooks."""
+
+    def __init__(self, owner: Any, name: str) -> None:
+        self.owner, self.name = owner, name
+
+    def remove(self) -> None:
+        self.owner.__dict__.pop(self.name, None)
 
 
 def _label_names(model: torch.nn.Module) -> list[str] | None:

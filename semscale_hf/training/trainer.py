@@ -3,27 +3,25 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import safe_open
 from torch import nn
-from transformers import EvalPrediction, PreTrainedModel, Trainer
+from transformers import PreTrainedModel, Trainer
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from transformers.utils import SAFE_WEIGHTS_NAME, logging
 
-from ..analysis.evaluation import classification_metrics
 from ..core._validation import IGNORE_INDEX, parse_alpha
 from ..core.balancer import POOL_FILE, STATE_FILE, SemScaleBalancer
 from ..core.capture import FeatureCapture
 from ..core.losses import class_weighted_loss, ldam_margins
-from ..data.labels import count_labels
+from ..data.labels import count_labels, is_streaming
 from .callback import SemScaleCallback
 from .checkpoints import STAGING_DIR, checkpoint_problems, newest_complete_checkpoint, publish, remove_stale_staging
 from .config import POOL_DTYPES, SemScaleTrainingArguments
+from .eval_metrics import ClassMetrics
 from .hub_push import HubPushError, HubPushMixin
 from .recorder import record_batch
 
@@ -41,10 +39,17 @@ class SemScaleTrainer(HubPushMixin, Trainer):
     training batch, gathered across processes, go into a per-class feature pool; the scales measured on that pool give
     the class weights (see the README for the stages and the defaults).
 
+    Each `train()` starts the semscale schedule anew (empty pool, warm-up, weights 1), as `Trainer` starts its step
+    count, optimizer and scheduler anew, unless it resumes from a checkpoint, whose semscale state it restores. With
+    `model_init` (and so `hyperparameter_search`) the hook moves to the model that `train()` builds, and a trial's
+    `semscale_*` hyperparameters take effect.
+
     Args:
         class_counts (`list[int]`, *optional*):
-            Training samples per class. Defaults to counting the `labels`/`label` column of `train_dataset`.
-        All other arguments are those of [`~transformers.Trainer`].
+            Training samples per class. Defaults to counting the `labels`/`label` column of `train_dataset`; required
+            for an iterable (streaming) train set, which is never read to count it.
+        All other arguments are those of [`~transformers.Trainer`], except `compute_loss_func`: the per-sample base
+        loss is `semscale_base_loss` (`"ce"`, `"focal"` or `"ldam"`).
 
     Attributes:
         class_weights (`torch.Tensor`): current class weights (float64, mean 1 over measured classes).
@@ -71,7 +76,13 @@ class SemScaleTrainer(HubPushMixin, Trainer):
                 "with SemScaleTrainingArguments(...) (it accepts every TrainingArguments field)"
             )
         user_metrics = trainer_kwargs.pop("compute_metrics", None)
+        if trainer_kwargs.get("compute_loss_func") is not None:
+            raise ValueError(_NO_LOSS_FUNC)
+        if model is not None:
+            _num_labels(model)  # bad models fail before Trainer creates a Hub repo or moves anything
         super().__init__(model, args, *trainer_args, **trainer_kwargs)
+        if self.compute_loss_func is not None:  # passed positionally
+            raise ValueError(_NO_LOSS_FUNC)
         # Trainer counts `num_items_in_batch` only for models whose forward takes loss kwargs; ResNet-like and
         # ConvNeXt models would get None. Our loss never passes it to the model, so claim it to get the count always.
         self.model_accepts_loss_kwargs = True
@@ -80,6 +91,12 @@ class SemScaleTrainer(HubPushMixin, Trainer):
         if class_counts is None:
             if self.train_dataset is None:
                 raise ValueError("pass class_counts=[...] (training samples per class) when no train_dataset is given")
+            if is_streaming(self.train_dataset):
+                raise ValueError(
+                    f"the train set is an iterable (streaming) dataset ({type(self.train_dataset).__name__}): pass "
+                    "class_counts=[...] (training samples per class, e.g. from the dataset card or one counting pass "
+                    "you make yourself); SemScaleTrainer never reads a stream to count it"
+                )
             class_counts = count_labels(self.train_dataset, num_labels, ignore_index=IGNORE_INDEX)
         if len(class_counts) != num_labels:
             raise ValueError(
@@ -93,7 +110,20 @@ class SemScaleTrainer(HubPushMixin, Trainer):
                 f"classes {absent} have no training samples: they are never measured and get the largest weight"
             )
         self.capture = FeatureCapture(self.model, num_labels, args.semscale_feature_module)
-        pool_device = args.semscale_pool_device or self.args.device
+        self.semscale_callback: SemScaleCallback | None = None
+        self._build_semscale()
+        self.semscale_callback.trainer = self
+        self.add_callback(self.semscale_callback)
+        self.compute_metrics = ClassMetrics(
+            user_metrics, self.class_counts, args.semscale_log_per_class_max, batched=args.batch_eval_metrics
+        )
+        self._saving_checkpoint = False
+        self._deferred_load_result = None
+
+    def _build_semscale(self) -> None:
+        """Balancer, schedule and loss constants from the `semscale_*` arguments (again for each search trial)."""
+        args = self.args
+        pool_device = args.semscale_pool_device or args.device
         self.balancer = SemScaleBalancer(
             self.class_counts,
             weighting=args.semscale_weighting,
@@ -110,18 +140,18 @@ class SemScaleTrainer(HubPushMixin, Trainer):
             pool_device=pool_device,
             effective_number_beta=args.semscale_effective_number_beta,
         )
-        self.semscale_callback = SemScaleCallback(
-            self.balancer,
-            warmup_epochs=args.semscale_warmup_epochs,
-            warmup_steps=args.semscale_warmup_steps,
-            refresh_steps=args.semscale_refresh_steps,
-            per_class_max=args.semscale_log_per_class_max,
-        )
-        self.semscale_callback.trainer = self
-        self.add_callback(self.semscale_callback)
-        self._loss_options = _loss_options(args, self.class_counts, self.args.device)
-        self.compute_metrics = _with_class_metrics(user_metrics, self.class_counts, args.semscale_log_per_class_max)
-        self._saving_checkpoint = False
+        schedule = {
+            "warmup_epochs": args.semscale_warmup_epochs,
+            "warmup_steps": args.semscale_warmup_steps,
+            "refresh_steps": args.semscale_refresh_steps,
+        }
+        if self.semscale_callback is None:
+            self.semscale_callback = SemScaleCallback(
+                self.balancer, per_class_max=args.semscale_log_per_class_max, **schedule
+            )
+        else:
+            self.semscale_callback.use(self.balancer, **schedule)
+        self._loss_options = _loss_options(args, self.class_counts, args.device)
 
     # ------------------------------------------------------------------------------------------ public state
     @property
@@ -188,7 +218,8 @@ class SemScaleTrainer(HubPushMixin, Trainer):
 
         A newer incomplete `checkpoint-N` (written by other code, or killed during a save before checkpoints were
         staged) is skipped with a warning naming what it lacks; an explicit path to an incomplete checkpoint fails at
-        once, naming the missing file. A staging folder left by a killed save is removed first.
+        once, naming the missing file. A staging folder left by a killed save is removed first. The semscale schedule
+        starts anew at every call (see the class docstring); a resumed checkpoint restores its state.
         """
         if self.args.should_save and (stale := remove_stale_staging(self.args.output_dir)):
             logger.warning(f"removed {stale}: a checkpoint that was being written when the last run was killed")
@@ -212,6 +243,27 @@ class SemScaleTrainer(HubPushMixin, Trainer):
                     "earlier one, or pass resume_from_checkpoint=True to take the newest complete one"
                 )
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
+
+    def call_model_init(self, trial: Any = None) -> nn.Module:
+        """As [`~transformers.Trainer.call_model_init`]; the feature hook moves to the new model."""
+        model = super().call_model_init(trial)
+        if hasattr(self, "capture"):  # train() with model_init: hook the model this run trains
+            if _num_labels(model) != len(self.class_counts):
+                raise ValueError(
+                    f"model_init built a model with num_labels={model.config.num_labels}, but the trainer counts "
+                    f"{len(self.class_counts)} classes"
+                )
+            self.capture.close()
+            self.capture = FeatureCapture(model, len(self.class_counts), self.args.semscale_feature_module)
+        return model
+
+    def _hp_search_setup(self, trial: Any) -> None:
+        # runs in every train(), after model_init and before a checkpoint is loaded: the schedule starts anew here
+        super()._hp_search_setup(trial)
+        if trial is not None:
+            self._build_semscale()  # the trial may have set semscale_* fields
+        else:
+            self.balancer.reset()
 
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
         """`Trainer`'s checkpoint, written into a staging folder and renamed into place once it is complete."""
@@ -259,9 +311,26 @@ class SemScaleTrainer(HubPushMixin, Trainer):
         if self.args.should_save:
             self.balancer.save(output_dir or self.args.output_dir, include_pool=self._saving_checkpoint)
 
+    def _issue_warnings_after_load(self, load_result: Any) -> None:
+        # judged once the weights saved under legacy names are reloaded (_restore_weights): no false "missing keys"
+        self._deferred_load_result = load_result
+
+    def _restore_weights(self, checkpoint: str) -> None:
+        result, self._deferred_load_result = self._deferred_load_result, None
+        if not _reload_renamed_weights(self.model, checkpoint) and result is not None:
+            super()._issue_warnings_after_load(result)
+
+    def _load_best_model(self) -> None:
+        """As `Trainer`, plus the weights saved under legacy names and the semscale state of the best checkpoint."""
+        best = self.state.best_model_checkpoint
+        super()._load_best_model()
+        self._restore_weights(best)
+        if not self.balancer.load(best, feature_dim=self.capture.dim):
+            logger.warning(f"{best} holds no {STATE_FILE}: the class weights stay those of the last step")
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model)
-        _reload_renamed_weights(self.model, resume_from_checkpoint)
+        self._restore_weights(resume_from_checkpoint)
         balancer = self.balancer
         if not balancer.load(resume_from_checkpoint, feature_dim=self.capture.dim):
             balancer.restart_warmup = True  # the callback moves the warm-up's start to the resume step
@@ -281,21 +350,21 @@ class SemScaleTrainer(HubPushMixin, Trainer):
         self.capture.close()
 
 
-def _reload_renamed_weights(model: nn.Module, checkpoint: str) -> None:
+def _reload_renamed_weights(model: nn.Module, checkpoint: str) -> bool:
     """Loads the checkpoint's weights again through `from_pretrained` when their names differ from the model's.
 
     transformers 5.x saves some models (ViT among them) under legacy parameter names and converts them back only in
     `from_pretrained`; `Trainer._load_from_checkpoint` loads the raw state dict with `strict=False`, so on resume the
     renamed layers silently keep their fresh initialisation (seen with transformers 5.24). Remove when Trainer's own
-    resume converts the names.
+    resume converts the names. Returns whether it reloaded the weights (then every weight is restored).
     """
     path = os.path.join(checkpoint, SAFE_WEIGHTS_NAME)
     if not isinstance(model, PreTrainedModel) or not os.path.isfile(path):
-        return
+        return False
     with safe_open(path, framework="pt") as handle:
         saved = set(handle.keys())
     if saved == set(model.state_dict()):
-        return
+        return False
     reloaded = type(model).from_pretrained(checkpoint, dtype=model.dtype)
     missing, unexpected = model.load_state_dict(reloaded.state_dict(), strict=False)
     if missing or unexpected:
@@ -303,15 +372,31 @@ def _reload_renamed_weights(model: nn.Module, checkpoint: str) -> None:
             f"could not restore the model weights from {checkpoint}: missing {missing[:5]}, "
             f"unexpected {unexpected[:5]}"
         )
+    return True
+
+
+_NO_LOSS_FUNC = (
+    "SemScaleTrainer does not take compute_loss_func: its loss is the class-weighted per-sample base loss, chosen "
+    'with SemScaleTrainingArguments(semscale_base_loss="ce" | "focal" | "ldam"). For another loss, subclass '
+    "SemScaleTrainer and override compute_loss, or measure scales on a plain Trainer with SemScaleCallback.attach"
+)
 
 
 def _num_labels(model: nn.Module | None) -> int:
+    """`config.num_labels` of a single-label classification model; a clear error for any other task."""
     config = getattr(model, "config", None)
     num_labels = getattr(config, "num_labels", None)
     if not isinstance(num_labels, int) or num_labels < 2:
         raise ValueError(
             "SemScaleTrainer needs a classification model with config.num_labels >= 2 "
             f"(an AutoModelFor*Classification model), got {num_labels!r}"
+            + (" (num_labels=1 is regression, which has no classes to balance)" if num_labels == 1 else "")
+        )
+    problem_type = getattr(config, "problem_type", None)
+    if problem_type not in (None, "single_label_classification"):
+        raise ValueError(
+            f"SemScaleTrainer supports single-label classification, but config.problem_type={problem_type!r}; "
+            'set problem_type=None or "single_label_classification" (multi-label and regression are not supported)'
         )
     return num_labels
 
@@ -323,22 +408,3 @@ def _loss_options(args: SemScaleTrainingArguments, class_counts: list[int], devi
         margins = ldam_margins(class_counts, args.semscale_ldam_max_margin).to(device=device, dtype=torch.float32)
         return {"margins": margins, "scale": args.semscale_ldam_scale}
     return {"label_smoothing": args.label_smoothing_factor} if args.label_smoothing_factor else {}
-
-
-def _with_class_metrics(
-    user_metrics: Callable[[EvalPrediction], dict[str, float]] | None, class_counts: list[int], per_class_max: int
-) -> Callable[[EvalPrediction], dict[str, float]]:
-    """Adds accuracy, balanced accuracy, many/medium/few-shot and (few classes) per-class accuracy to evaluation."""
-
-    def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
-        logits = prediction.predictions
-        if isinstance(logits, (tuple, list)):
-            logits = logits[0]
-        logits = np.asarray(logits)
-        predicted = logits if logits.ndim == 1 else logits.argmax(-1)
-        metrics = classification_metrics(predicted, np.asarray(prediction.label_ids), class_counts, per_class_max)
-        if user_metrics is not None:
-            metrics.update(user_metrics(prediction))
-        return metrics
-
-    return compute_metrics

@@ -1,0 +1,97 @@
+"""The `compute_metrics` of `SemScaleTrainer`: class-balanced accuracies added to the user's own metrics.
+
+[`ClassMetrics`] wraps the user's `compute_metrics` (if any) and adds accuracy, balanced accuracy, many/medium/few-shot
+accuracy and, for few classes, per-class accuracy. It serves both of `Trainer`'s evaluation paths: the default one
+(one call with every prediction) and `batch_eval_metrics=True` (one call per batch, `compute_result=True` on the
+last). The user's keys never silently replace the built-in ones: a colliding built-in is renamed `semscale_<key>`
+and a warning says so once.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import EvalPrediction
+from transformers.utils import logging
+
+from ..analysis.evaluation import classification_metrics
+
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["ClassMetrics"]
+
+
+class ClassMetrics:
+    """`compute_metrics` with the class-balanced metrics of `SemScaleTrainer` (see the module docstring).
+
+    Args:
+        user_metrics (`Callable`, *optional*): the `compute_metrics` passed to the trainer.
+        class_counts (`list[int]`): training samples per class (many/medium/few groups).
+        per_class_max (`int`): per-class accuracies are reported for at most this many classes.
+        batched (`bool`): `batch_eval_metrics=True`; then `user_metrics` must take `compute_result`.
+    """
+
+    def __init__(
+        self,
+        user_metrics: Callable[..., dict[str, float]] | None,
+        class_counts: list[int],
+        per_class_max: int,
+        *,
+        batched: bool = False,
+    ) -> None:
+        if batched and user_metrics is not None and "compute_result" not in inspect.signature(user_metrics).parameters:
+            raise ValueError(
+                "with batch_eval_metrics=True, compute_metrics must take a `compute_result` argument (True after "
+                "the last batch, when it returns its summary), as for transformers.Trainer"
+            )
+        self.user_metrics = user_metrics
+        self.class_counts = class_counts
+        self.per_class_max = per_class_max
+        self._batches: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._warned: set[str] = set()
+
+    def __call__(self, prediction: EvalPrediction, compute_result: bool | None = None) -> dict[str, float]:
+        if compute_result is None:  # the default path: every prediction at once
+            metrics = self._built_in(_predicted_ids(prediction.predictions), prediction.label_ids)
+            return self._merge(metrics, self.user_metrics(prediction) if self.user_metrics else {})
+        # batch_eval_metrics: keep the predicted ids on their device (no read-back per batch), compute at the end
+        self._batches.append((_predicted_ids(prediction.predictions), torch.as_tensor(prediction.label_ids)))
+        user = self.user_metrics(prediction, compute_result=compute_result) if self.user_metrics else {}
+        if not compute_result:
+            return user
+        predicted = torch.cat([p.reshape(-1).cpu() for p, _ in self._batches])
+        labels = torch.cat([y.reshape(-1).cpu() for _, y in self._batches])
+        self._batches = []
+        return self._merge(self._built_in(predicted, labels), user or {})
+
+    def _built_in(self, predicted: Any, labels: Any) -> dict[str, float]:
+        predicted, labels = torch.as_tensor(predicted), torch.as_tensor(labels)
+        return classification_metrics(predicted, labels, self.class_counts, self.per_class_max)
+
+    def _merge(self, built_in: dict[str, float], user: dict[str, float]) -> dict[str, float]:
+        metrics = dict(built_in)
+        for key in built_in.keys() & user.keys():
+            metrics[f"semscale_{key}"] = metrics.pop(key)
+            if key not in self._warned:
+                self._warned.add(key)
+                logger.warning(
+                    f"compute_metrics returned {key!r}, a metric SemScaleTrainer also computes: yours is logged as "
+                    f"eval_{key}, the built-in one as eval_semscale_{key}"
+                )
+        metrics.update(user)
+        return metrics
+
+
+def _predicted_ids(predictions: Any) -> Any:
+    """Class ids from logits (arg-max over the last axis) or from ids already (`preprocess_logits_for_metrics`)."""
+    if isinstance(predictions, (tuple, list)):
+        predictions = predictions[0]
+    if torch.is_tensor(predictions):
+        return predictions if predictions.ndim == 1 else predictions.argmax(-1)
+    predictions = np.asarray(predictions)
+    return predictions if predictions.ndim == 1 else predictions.argmax(-1)

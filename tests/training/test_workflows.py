@@ -1,0 +1,327 @@
+"""`SemScaleTrainer` and `SemScaleCallback` in the everyday workflows of `transformers.Trainer` (issue 11).
+
+Streaming train sets, `model_init` and `hyperparameter_search`, `batch_eval_metrics`, `load_best_model_at_end`, a
+second `train()`, a `compute_loss` that pops the labels, user metrics named like the built-in ones, and a resume
+without false "missing keys" warnings. Tiny ViTs on the embedded digits, a few seconds each.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import pytest
+import torch
+from _helpers.trainer_utils import TRAINER_DEFAULTS, digits_dataset, make_args, tiny_vit
+from safetensors.torch import load_file
+from torch.nn import functional as F
+from transformers import AutoModelForImageClassification, Trainer, TrainerCallback, TrainingArguments
+
+from semscale_hf import SemScaleCallback, SemScaleTrainer
+from semscale_hf.core.balancer import STATE_FILE
+from semscale_hf.core.metric_keys import CLASSES_MEASURED
+
+
+COUNTS = [12, 6, 4, 2]  # 24 samples, batch 4: 6 steps per epoch
+
+
+class _Refreshes(TrainerCallback):
+    """Records the global step of every refresh (a `semscale/*` log with the count of measured classes)."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+        self.measured: list[float] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and CLASSES_MEASURED in logs:
+            self.steps.append(state.global_step)
+            self.measured.append(logs[CLASSES_MEASURED])
+
+
+@contextlib.contextmanager
+def _transformers_warnings():
+    """Collects the warnings of the `transformers` loggers (they do not propagate to the root logger)."""
+    records: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: records.append(record.getMessage())
+    library = logging.getLogger("transformers")
+    library.addHandler(handler)
+    try:
+        yield records
+    finally:
+        library.removeHandler(handler)
+
+
+# ------------------------------------------------------------------------------------------------ streaming data
+@pytest.mark.parametrize("schedule", ["steps", "epochs"])
+def test_an_iterable_train_set_trains_with_max_steps_and_class_counts(tmp_path, schedule):
+    stream = digits_dataset(counts=COUNTS).to_iterable_dataset()
+    options = {"semscale_warmup_steps": 2, "semscale_refresh_steps": 3}
+    if schedule == "epochs":  # an epoch of a stream: one pass over the counted samples (24 / 4 = 6 steps)
+        options = {"semscale_warmup_steps": None, "semscale_refresh_steps": None, "semscale_warmup_epochs": 1}
+    args = make_args(tmp_path, max_steps=12, **options)
+    refreshes = _Refreshes()
+    trainer = SemScaleTrainer(
+        model=tiny_vit(), args=args, train_dataset=stream, class_counts=COUNTS, callbacks=[refreshes]
+    )
+    trainer.train()
+    assert trainer.state.global_step == 12
+    assert refreshes.steps == ([2, 5, 8, 11] if schedule == "steps" else [6, 12])
+    assert trainer.balancer.pool.counts.tolist() == COUNTS  # 12 steps of 4 = two passes: every slot filled
+    assert trainer.balancer.stage == "balanced" and not torch.equal(trainer.class_weights, torch.ones(4).double())
+
+
+def test_an_iterable_train_set_without_class_counts_fails_at_construction_without_reading_it(tmp_path):
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            raise AssertionError("the stream was read")
+
+    for stream in (Stream(), digits_dataset(counts=COUNTS).to_iterable_dataset()):
+        with pytest.raises(ValueError, match=r"iterable \(streaming\) dataset .*pass class_counts=\[\.\.\.\]"):
+            SemScaleTrainer(model=tiny_vit(), args=make_args(tmp_path, max_steps=4), train_dataset=stream)
+
+
+def test_the_measure_only_callback_needs_class_counts_for_a_stream(tmp_path):
+    stream = digits_dataset(counts=COUNTS).to_iterable_dataset()
+    args = TrainingArguments(output_dir=str(tmp_path), **{**TRAINER_DEFAULTS, "max_steps": 2})
+    trainer = Trainer(model=tiny_vit(), args=args, train_dataset=stream)
+    SemScaleCallback.attach(trainer)
+    with pytest.raises(ValueError, match="iterable .*pass class_counts"):
+        trainer.train()
+    trainer = Trainer(model=tiny_vit(), args=args, train_dataset=stream)
+    callback = SemScaleCallback.attach(trainer, class_counts=COUNTS, warmup_steps=1, refresh_steps=1)
+    trainer.train()
+    assert callback.balancer.num_refreshes == 2 and int(callback.balancer.pool.counts.sum()) == 8
+
+
+# ---------------------------------------------------------------------------------- model_init and search trials
+def test_model_init_hooks_the_model_that_train_builds(tmp_path):
+    built = []
+
+    def model_init():
+        built.append(tiny_vit(seed=len(built)))
+        return built[-1]
+
+    refreshes = _Refreshes()
+    args = make_args(tmp_path, max_steps=6)
+    trainer = SemScaleTrainer(
+        model_init=model_init, args=args, train_dataset=digits_dataset(counts=COUNTS), callbacks=[refreshes]
+    )
+    trainer.train()
+    assert len(built) == 2 and trainer.model is built[1]  # the constructor's model, then the one train() built
+    assert trainer.capture.head is built[1].classifier
+    assert refreshes.steps == [2, 5] and refreshes.measured[-1] == 4
+
+
+class _TrialStart(TrainerCallback):
+    def __init__(self, trainer) -> None:
+        self.trainer, self.seen = trainer, []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        balancer = self.trainer.balancer
+        self.seen.append((int(balancer.pool.counts.sum()), balancer.stage, balancer.power, args.learning_rate))
+
+
+def test_hyperparameter_search_gives_every_trial_a_fresh_pool_and_its_own_semscale_options(tmp_path):
+    pytest.importorskip("optuna")
+    args = make_args(tmp_path, max_steps=4, eval_strategy="no")
+    data = digits_dataset(counts=COUNTS)
+    trainer = SemScaleTrainer(model_init=lambda: tiny_vit(), args=args, train_dataset=data, eval_dataset=data)
+    trial_start = _TrialStart(trainer)
+    trainer.add_callback(trial_start)
+
+    def hp_space(trial):
+        return {
+            "learning_rate": trial.suggest_float("learning_rate", 1e-3, 1e-2, log=True),
+            "semscale_power": trial.suggest_categorical("semscale_power", [0.5, -1.0]),
+        }
+
+    best = trainer.hyperparameter_search(
+        hp_space=hp_space,
+        backend="optuna",
+        n_trials=2,
+        direction="minimize",
+        compute_objective=lambda m: m["eval_loss"],
+    )
+    assert len(trial_start.seen) == 2
+    for (pooled, stage, power, learning_rate), trial in zip(trial_start.seen, ("first", "second"), strict=True):
+        assert (pooled, stage) == (0, "warmup"), trial
+        assert power in (0.5, -1.0) and 1e-3 <= learning_rate <= 1e-2
+    assert best.run_id is not None and {"learning_rate", "semscale_power"} <= set(best.hyperparameters)
+
+
+# ----------------------------------------------------------------------------------------------------- evaluation
+def test_batch_eval_metrics_gives_the_metrics_of_the_default_path(tmp_path):
+    data = digits_dataset(counts=COUNTS)
+    results = []
+    for batched in (False, True):
+        args = make_args(
+            tmp_path / str(batched), max_steps=4, batch_eval_metrics=batched, per_device_eval_batch_size=5
+        )
+        calls = []
+
+        def user_metrics(prediction, compute_result=True, calls=calls):
+            calls.append(compute_result)
+            return {"user_calls": float(len(calls))} if compute_result else {}
+
+        trainer = SemScaleTrainer(
+            model=tiny_vit(), args=args, train_dataset=data, eval_dataset=data, compute_metrics=user_metrics
+        )
+        trainer.train()
+        results.append((trainer.evaluate(), calls))
+    (default, default_calls), (batched, batched_calls) = results
+    assert default_calls == [True] and batched_calls == [False] * 4 + [True]  # 24 samples in batches of 5
+    for key in ("eval_accuracy", "eval_balanced_accuracy", "eval_acc_many", "eval_acc_few", "eval_acc_class_3"):
+        assert batched[key] == pytest.approx(default[key], nan_ok=True), key
+
+
+def test_batch_eval_metrics_needs_compute_result_in_the_users_function(tmp_path):
+    args = make_args(tmp_path, max_steps=2, batch_eval_metrics=True)
+    with pytest.raises(ValueError, match="compute_result"):
+        SemScaleTrainer(model=tiny_vit(), args=args, train_dataset=digits_dataset(), compute_metrics=lambda p: {})
+
+
+def test_user_metrics_never_silently_replace_the_built_in_ones(tmp_path, caplog):
+    data = digits_dataset(counts=COUNTS)
+    trainer = SemScaleTrainer(
+        model=tiny_vit(),
+        args=make_args(tmp_path, max_steps=2),
+        train_dataset=data,
+        eval_dataset=data,
+        compute_metrics=lambda prediction: {"accuracy": 0.125, "f1": 0.5},
+    )
+    with caplog.at_level(logging.WARNING, logger="semscale_hf.training.eval_metrics"):
+        first, second = trainer.evaluate(), trainer.evaluate()
+    assert first["eval_accuracy"] == 0.125 and first["eval_f1"] == 0.5
+    assert first["eval_semscale_accuracy"] == second["eval_semscale_accuracy"] != 0.125
+    assert caplog.text.count("compute_metrics returned 'accuracy'") == 1  # once, naming both keys
+    assert "eval_semscale_accuracy" in caplog.text
+
+
+def test_compute_loss_func_is_rejected_at_construction(tmp_path):
+    with pytest.raises(ValueError, match="semscale_base_loss"):
+        SemScaleTrainer(
+            model=tiny_vit(),
+            args=make_args(tmp_path),
+            train_dataset=digits_dataset(),
+            compute_loss_func=lambda outputs, labels, num_items_in_batch=None: outputs.logits.sum(),
+        )
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"problem_type": "multi_label_classification"}, "problem_type='multi_label_classification'"),
+        ({"problem_type": "regression"}, "problem_type='regression'"),
+        ({"num_labels": 1}, "num_labels=1 is regression"),
+    ],
+)
+def test_unsupported_tasks_fail_at_construction(tmp_path, config, message):
+    model = tiny_vit()
+    for key, value in config.items():
+        setattr(model.config, key, value)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        SemScaleTrainer(model=model, args=make_args(tmp_path), class_counts=COUNTS)
+
+
+# ----------------------------------------------------------------------------------------- best model, resume
+def test_load_best_model_at_end_restores_the_whole_best_model_and_its_semscale_state(tmp_path):
+    data = digits_dataset(counts=COUNTS)
+    scores = iter([3.0, 1.0, 2.0])  # the first evaluation (step 2) is the best
+
+    args = make_args(
+        tmp_path,
+        max_steps=6,
+        eval_strategy="steps",
+        eval_steps=2,
+        save_strategy="steps",
+        save_steps=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="score",
+        greater_is_better=True,
+        semscale_warmup_steps=1,
+        semscale_refresh_steps=1,
+    )
+    trainer = SemScaleTrainer(
+        model=tiny_vit(),
+        args=args,
+        train_dataset=data,
+        eval_dataset=data,
+        compute_metrics=lambda prediction: {"score": next(scores, 0.0)},
+    )
+    trainer.train()
+    best = tmp_path / "checkpoint-2"
+    assert trainer.state.best_model_checkpoint == str(best)
+    expected = AutoModelForImageClassification.from_pretrained(best).state_dict()
+    actual = trainer.model.state_dict()
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], msg=name)
+    best_eval = next(e for e in trainer.state.log_history if e.get("step") == 2 and "eval_loss" in e)
+    assert trainer.evaluate()["eval_loss"] == pytest.approx(best_eval["eval_loss"], abs=1e-6)
+    torch.testing.assert_close(trainer.class_weights, load_file(best / STATE_FILE)["class_weights"])
+    assert trainer.balancer.last_refresh_step == 2
+
+
+def test_a_resume_that_restores_every_weight_warns_of_no_missing_keys(tmp_path):
+    data = digits_dataset(counts=COUNTS)
+    args = make_args(tmp_path, max_steps=4, save_strategy="steps", save_steps=2)
+    SemScaleTrainer(model=tiny_vit(), args=args, train_dataset=data).train()
+    args = make_args(tmp_path, max_steps=4, save_strategy="no")
+    trainer = SemScaleTrainer(model=tiny_vit(seed=1), args=args, train_dataset=data)
+    with _transformers_warnings() as warnings:
+        trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+    assert not [w for w in warnings if "missing keys" in w or "unexpected keys" in w], warnings
+
+
+def test_a_second_train_restarts_the_semscale_schedule(tmp_path):
+    refreshes = _Refreshes()
+    args = make_args(tmp_path, max_steps=6)
+    trainer = SemScaleTrainer(
+        model=tiny_vit(), args=args, train_dataset=digits_dataset(counts=COUNTS), callbacks=[refreshes]
+    )
+    trainer.train()
+    assert refreshes.steps == [2, 5]
+    trainer.train()  # Trainer starts its step count, optimizer and scheduler anew; so does the schedule
+    assert refreshes.steps == [2, 5, 2, 5]
+    assert trainer.balancer.num_refreshes == 2 and trainer.balancer.last_refresh_step == 5
+
+
+# -------------------------------------------------------------------------------------- measure-only callback
+class _PopLabelsTrainer(Trainer):
+    """The common custom-loss pattern: pop the labels, call the model without them, compute the loss here."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        loss = F.cross_entropy(outputs.logits, labels)
+        return (loss, outputs) if return_outputs else loss
+
+
+def _measure(trainer_class, tmp_path) -> SemScaleCallback:
+    args = TrainingArguments(output_dir=str(tmp_path), **{**TRAINER_DEFAULTS, "max_steps": 6})
+    trainer = trainer_class(model=tiny_vit(), args=args, train_dataset=digits_dataset(counts=COUNTS))
+    callback = SemScaleCallback.attach(trainer, warmup_steps=2, refresh_steps=3)
+    trainer.train()
+    return callback
+
+
+def test_the_callback_records_labels_that_compute_loss_pops(tmp_path):
+    popped = _measure(_PopLabelsTrainer, tmp_path / "pop")
+    plain = _measure(Trainer, tmp_path / "plain")
+    assert popped.balancer.pool.counts.tolist() == plain.balancer.pool.counts.tolist() == COUNTS
+    torch.testing.assert_close(popped.balancer.semantic_scales, plain.balancer.semantic_scales)
+
+
+class _HeadlessLossTrainer(Trainer):
+    """A loss that never runs the classification head: nothing can reach the pool."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        return model.vit(inputs["pixel_values"]).last_hidden_state.square().mean()
+
+
+def test_a_refresh_on_an_empty_pool_warns_once(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="semscale_hf.training.callback"):
+        callback = _measure(_HeadlessLossTrainer, tmp_path)
+    assert callback.balancer.num_refreshes == 2
+    assert caplog.text.count("found an empty feature pool") == 1
