@@ -153,7 +153,11 @@ BAD_INPUTS = {
         TypeError,
         "predictions must be integer",
     ),
-    "length_mismatch": ({"embeddings": torch.eye(3), "labels": [0, 1]}, ValueError, "3 embeddings but 2 labels"),
+    "length_mismatch": (
+        {"embeddings": torch.eye(3), "labels": [0, 1]},
+        ValueError,
+        "3 embeddings but 2 (labels|references)",
+    ),
     "one_dimensional": ({"embeddings": [0.0, 1.0], "labels": [0, 1]}, ValueError, "2-D"),
     "negative_label": ({"embeddings": torch.eye(2), "labels": [-1, 1]}, ValueError, "non-negative"),
 }
@@ -184,11 +188,11 @@ def test_errors_that_span_batches(metric):
     metric.add_batch(embeddings=torch.eye(4), labels=[0, 0, 1, 1])
     with pytest.raises(ValueError, match="predictions were given for only 4 of 8 examples"):
         metric.compute()
-    with pytest.raises(ValueError, match="not `references=`"):
+    with pytest.raises(ValueError, match="as references= or as labels=, not both"):
         metric.add_batch(embeddings=torch.eye(2), labels=[0, 1], references=[0, 1])
     with pytest.raises(ValueError, match="Bad inputs for semantic_scale: \\['logits'\\]"):
         metric.add_batch(embeddings=torch.eye(2), labels=[0, 1], logits=[0, 1])
-    with pytest.raises(TypeError, match="labels must be integer class ids, got 1.5"):
+    with pytest.raises(TypeError, match="references must be integer class ids, got 1.5"):
         metric.add(embeddings=[0.0, 1.0], labels=1.5)
 
 
@@ -199,7 +203,7 @@ def test_compute_signature_has_explicit_options_only():
     assert not any(p.kind == p.VAR_KEYWORD for p in parameters.values())
     assert list(parameters)[1:] == [
         "embeddings",
-        "labels",
+        "references",
         "predictions",
         "num_classes",
         "alpha",
@@ -362,3 +366,49 @@ def test_label_minus_100_is_ignored_like_in_the_math_api():
     assert with_ignored == semantic_scale_metric(embeddings[kept], labels[kept], predictions[kept])
     with pytest.raises(ValueError, match="non-negative class ids"):
         semantic_scale_metric(embeddings, predictions, torch.full((30,), -100))  # predictions are never ignored
+
+
+_LOCAL_ACCURACY = """
+import datasets
+import evaluate
+
+
+class LocalAccuracy(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description="accuracy",
+            citation="",
+            features=datasets.Features(
+                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
+            ),
+        )
+
+    def _compute(self, predictions, references):
+        return {"accuracy": sum(p == r for p, r in zip(predictions, references)) / len(references)}
+"""
+
+
+def test_references_is_evaluates_name_and_labels_an_alias(metric):
+    embeddings, labels, predictions = _data(6)
+    by_labels = metric.compute(embeddings=embeddings, labels=labels, predictions=predictions)
+    assert metric.compute(embeddings=embeddings, references=labels, predictions=predictions) == by_labels
+    metric.add_batch(embeddings=embeddings[:100], references=labels[:100], predictions=predictions[:100])
+    metric.add_batch(embeddings=embeddings[100:], labels=labels[100:], predictions=predictions[100:])
+    assert metric.compute() == by_labels
+
+
+def test_the_metric_works_inside_evaluate_combine(metric, evaluate_cache, tmp_path):
+    module_dir = tmp_path / "local_accuracy"
+    module_dir.mkdir()
+    (module_dir / "local_accuracy.py").write_text(_LOCAL_ACCURACY)
+    accuracy = evaluate.load(str(module_dir), keep_in_memory=True)
+    combined = evaluate.combine([metric, accuracy])
+    embeddings, labels, predictions = _data(7)
+    for start in range(0, len(labels), 60):
+        rows = slice(start, start + 60)
+        combined.add_batch(predictions=predictions[rows], references=labels[rows], embeddings=embeddings[rows])
+    results = combined.compute()
+    expected = semantic_scale_metric(embeddings, labels, predictions)
+    assert results["semantic_scales"] == expected["semantic_scales"], sorted(results)
+    accuracy = float((predictions == labels).double().mean())  # both modules report it: combine prefixes them
+    assert results["semantic_scale_accuracy"] == results["local_accuracy_accuracy"] == pytest.approx(accuracy)

@@ -45,7 +45,8 @@ _KWARGS_DESCRIPTION = """
 Args:
     embeddings (`list` of `list` of `float`, or a 2-D array/tensor): one feature vector per example, all of the same
         length, e.g. the input of the classification head.
-    labels (`list` of `int`): the class id of each example, in `[0, num_classes)`.
+    references (`list` of `int`): the class id of each example, in `[0, num_classes)`; -100 is ignored. `labels=` is
+        accepted as an alias. (Inside `evaluate.combine([...])` pass `references=` and `embeddings=` to `add_batch`.)
     predictions (`list` of `int`, *optional*): the predicted class id of each example; adds per-class accuracy and its
         correlation with the scales. Pass it for every batch or for none.
     num_classes (`int`, *optional*): number of classes; defaults to the largest label or prediction plus one.
@@ -77,7 +78,7 @@ Examples:
     >>> semantic_scale = evaluate.load(SEMANTIC_SCALE_PATH)
     >>> embeddings = [[1.0, 0.0], [-1.0, 0.0], [0.0, 2.0], [0.0, -2.0]]
     >>> results = semantic_scale.compute(
-    ...     embeddings=embeddings, labels=[0, 0, 1, 1], predictions=[0, 1, 1, 1], alpha=1.0
+    ...     embeddings=embeddings, references=[0, 0, 1, 1], predictions=[0, 1, 1, 1], alpha=1.0
     ... )
     >>> [round(s, 4) for s in results["semantic_scales"]], results["per_class_accuracy"]
     ([0.5, 1.161], [0.5, 1.0])
@@ -111,32 +112,39 @@ class SemanticScale(evaluate.Metric):
             features=datasets.Features(
                 {
                     "embeddings": datasets.Value("large_binary"),
-                    "labels": datasets.Value("int64"),
+                    "references": datasets.Value("int64"),
                     "predictions": datasets.Value("int64"),
                 }
             ),
             reference_urls=["https://arxiv.org/abs/2212.14613", "https://openreview.net/forum?id=07tc5kKRIo"],
         )
 
+    def compute(self, *, predictions=None, references=None, **kwargs):
+        """As `evaluate.Metric.compute`; `labels=` is an alias of `references=`."""
+        references = _references(references, kwargs.pop("labels", None))
+        return super().compute(predictions=predictions, references=references, **kwargs)
+
     def add_batch(self, *, predictions=None, references=None, **kwargs):
-        """Adds a batch of `embeddings` (2-D), `labels` and, optionally, `predictions` to the module's stack."""
+        """Adds a batch of `embeddings` (2-D), `references` (or `labels`) and, optionally, `predictions`."""
+        references = _references(references, kwargs.pop("labels", None))
         batch = _prepare_batch(predictions=predictions, references=references, **kwargs)
         return super().add_batch(**batch)
 
     def add(self, *, prediction=None, reference=None, **kwargs):
-        """Adds one example: `embeddings` (one vector), `labels` (one id) and, optionally, `predictions` (one id)."""
+        """Adds one example: `embeddings` (one vector), `reference` (one id; or `labels`) and optional `prediction`."""
         if prediction is not None:
             kwargs.setdefault("predictions", prediction)
+        reference = _references(reference, kwargs.pop("labels", None))
         one = {name: [value] for name, value in kwargs.items() if value is not None}
         if "embeddings" in one:
             one["embeddings"] = _as_rows(one["embeddings"])
-        batch = _prepare_batch(references=reference, **one)
+        batch = _prepare_batch(references=None if reference is None else [reference], **one)
         return super().add(**{name: values[0] for name, values in batch.items()})
 
     def _compute(
         self,
         embeddings,
-        labels,
+        references,
         predictions=None,
         num_classes=None,
         alpha="dim",
@@ -163,7 +171,7 @@ class SemanticScale(evaluate.Metric):
                 )
         return semantic_scale_metric(
             torch.from_numpy(matrix.copy()),
-            labels,
+            references,
             predictions,
             num_classes=num_classes,
             alpha=alpha,
@@ -177,22 +185,29 @@ _DTYPE = np.dtype("<f4")
 _ITEMSIZE = _DTYPE.itemsize
 
 
-def _prepare_batch(*, embeddings=None, labels=None, predictions=None, references=None, **unexpected):
-    """Checks one batch and converts it to what the Arrow cache stores: bytes rows and lists of ints."""
+def _references(references, labels):
+    """`references=`, or its alias `labels=`; not both."""
+    if labels is None:
+        return references
     if references is not None:
-        raise ValueError("semantic_scale takes `labels=`, not `references=`")
+        raise ValueError("semantic_scale takes the class ids as references= or as labels=, not both")
+    return labels
+
+
+def _prepare_batch(*, embeddings=None, references=None, predictions=None, **unexpected):
+    """Checks one batch and converts it to what the Arrow cache stores: bytes rows and lists of ints."""
     if unexpected:
         raise ValueError(
-            f"Bad inputs for semantic_scale: {sorted(unexpected)}; expected embeddings, labels and optional "
-            "predictions (options such as alpha or num_classes go to compute())"
+            f"Bad inputs for semantic_scale: {sorted(unexpected)}; expected embeddings, references (or labels) and "
+            "optional predictions (options such as alpha or num_classes go to compute())"
         )
-    if embeddings is None or labels is None:
-        raise ValueError("semantic_scale needs both embeddings= and labels=")
+    if embeddings is None or references is None:
+        raise ValueError("semantic_scale needs both embeddings= and references= (or labels=)")
     matrix = _as_matrix(embeddings)
     num_rows = matrix.shape[0]
-    labels = _class_ids(labels, "labels", num_rows)
+    references = _class_ids(references, "references", num_rows)
     predictions = [None] * num_rows if predictions is None else _class_ids(predictions, "predictions", num_rows)
-    return {"embeddings": [row.tobytes() for row in matrix], "labels": labels, "predictions": predictions}
+    return {"embeddings": [row.tobytes() for row in matrix], "references": references, "predictions": predictions}
 
 
 def _as_rows(vector):
