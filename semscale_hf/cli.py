@@ -28,8 +28,19 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["--version"], ["-V"]):
+        from . import __version__
+
+        print(f"semscale-hf {__version__}")
+        return 0
     if not argv or argv[0] in {"-h", "--help"} or argv[0] not in COMMANDS:
-        lines = ["usage: semscale COMMAND [options]   (semscale COMMAND --help for its options)", "", "commands:"]
+        lines = [
+            "usage: semscale [--version] COMMAND [options]   (semscale COMMAND --help for its options)",
+            "",
+            "Semantic-scale-balanced training for Hugging Face transformers (also: python -m semscale_hf).",
+            "",
+            "commands:",
+        ]
         lines += [f"  {name:<16}{help_text}" for name, (_, _, help_text) in COMMANDS.items()]
         print("\n".join(lines))
         if argv and argv[0] not in {"-h", "--help"}:

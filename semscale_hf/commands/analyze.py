@@ -43,7 +43,8 @@ def build_analyze_parser(parser: argparse.ArgumentParser | None = None) -> argpa
     if parser is None:
         parser = argparse.ArgumentParser(
             prog="semscale analyze",
-            description="Semantic-scale report (Markdown, JSON, PNG plots) from features, or from a model and data.",
+            description="Semantic-scale report (Markdown, JSON, PNG plots) from features, or from a model and data. "
+            "Options take dashes or underscores (--output-dir or --output_dir), as in `semscale demo`.",
             epilog=__doc__.split("Examples:", 1)[1],
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
@@ -94,8 +95,19 @@ def build_analyze_parser(parser: argparse.ArgumentParser | None = None) -> argpa
 def analyze_main(argv: list[str] | None = None) -> int:
     """Entry point of `semscale analyze`; returns the exit code (0 on success, 1 on an input error)."""
     parser = build_analyze_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(dashed_options(sys.argv[1:] if argv is None else argv))
     return run_analyze(args, parser)
+
+
+def dashed_options(argv: list[str]) -> list[str]:
+    """`--output_dir x` and `--output_dir=x` as `--output-dir`: both styles work, as with `HfArgumentParser`."""
+    converted = []
+    for arg in argv:
+        if arg.startswith("--"):
+            name, sep, value = arg.partition("=")
+            arg = name.replace("_", "-") + sep + value
+        converted.append(arg)
+    return converted
 
 
 def run_analyze(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> int:

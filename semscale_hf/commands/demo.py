@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import AutoModelForImageClassification, HfArgumentParser, ViTConfig
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from ..data.images import load_long_tailed_digits, make_image_transform
 from ..training.config import SemScaleTrainingArguments
@@ -39,7 +40,6 @@ DEMO_TRAINING_DEFAULTS = {
     "report_to": "none",
     "remove_unused_columns": False,  # the image transform needs the raw `image` column
     "use_cpu": not torch.cuda.is_available(),
-    "disable_tqdm": True,
     "semscale_warmup_epochs": 10,
     "semscale_refresh_steps": None,
 }
@@ -79,6 +79,13 @@ def build_model(demo: DemoArguments, num_labels: int, seed: int) -> torch.nn.Mod
     return AutoModelForImageClassification.from_config(config)
 
 
+class BarOnlyProgress(ProgressCallback):
+    """Trainer's progress bars without the raw log dicts it writes under them (they stay in the log history)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        return
+
+
 def train_one(demo: DemoArguments, args: SemScaleTrainingArguments, splits) -> tuple[SemScaleTrainer, dict]:
     transform = make_image_transform(demo.image_size, num_channels=3)
     trainer = SemScaleTrainer(
@@ -87,15 +94,49 @@ def train_one(demo: DemoArguments, args: SemScaleTrainingArguments, splits) -> t
         train_dataset=splits["train"].with_transform(transform),
         eval_dataset=splits["test"].with_transform(transform),
     )
+    # the console gets the progress bar and the summary at the end; every logged value (per-class scales and
+    # weights too) goes to the log history and to `report_to`
+    if not args.disable_tqdm:
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(BarOnlyProgress)
+    else:
+        trainer.remove_callback(PrinterCallback)
     trainer.train()
     metrics = trainer.evaluate()
     return trainer, metrics
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = HfArgumentParser((DemoArguments, SemScaleTrainingArguments))
+def build_parser() -> HfArgumentParser:
+    """The parser of `semscale demo`: what it does, then its own options, the semscale ones, and the Trainer's."""
+    parser = HfArgumentParser(
+        (DemoArguments, SemScaleTrainingArguments),
+        prog="semscale demo",
+        usage="semscale demo [-h] [demo options] [semscale_* options] [any TrainingArguments option]",
+        description=__doc__.split("\n\n", 1)[0].replace("\n", " ")
+        + " Options take underscores or dashes (--num_train_epochs or --num-train-epochs).",
+    )
     parser.set_defaults(**DEMO_TRAINING_DEFAULTS)
-    demo, args = parser.parse_args_into_dataclasses(args=argv)
+    demo_fields = {f.name for f in dataclasses.fields(DemoArguments)}
+    groups = {
+        "demo": parser.add_argument_group("demo options (data and model)"),
+        "semscale": parser.add_argument_group("semantic-scale options (SemScaleTrainingArguments)"),
+        "trainer": parser.add_argument_group("Trainer options (every TrainingArguments field; demo defaults shown)"),
+    }
+    for action in parser._actions:  # argparse has no public way to regroup the options HfArgumentParser added
+        if action.dest == "help":
+            continue
+        key = (
+            "demo" if action.dest in demo_fields else "semscale" if action.dest.startswith("semscale_") else "trainer"
+        )
+        for group in parser._action_groups:
+            if action in group._group_actions:
+                group._group_actions.remove(action)
+        groups[key]._group_actions.append(action)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    demo, args = build_parser().parse_args_into_dataclasses(args=argv)
     splits = load_long_tailed_digits(
         imbalance_factor=demo.imbalance_factor, profile=demo.profile, seed=demo.data_seed_lt
     )

@@ -260,6 +260,17 @@ def test_analyze_from_a_features_file(tmp_path, capsys):
     assert data["settings"]["power"] == 0.5 and sorted(data["marginal_effects"]) == ["0", "2"]
     assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md"]
     assert "scale imbalance ratio" in capsys.readouterr().out
+    # underscores work too (the style of `semscale demo` and HfArgumentParser), also with "="
+    underscored = tmp_path / "underscored"
+    argv = [
+        "--features",
+        str(path),
+        f"--train_counts={','.join(map(str, TRAIN_COUNTS))}",
+        "--output_dir",
+        str(underscored),
+    ]
+    assert analyze_main([*argv, "--marginal_classes", "0,2", "--power", "0.5", "--no_plots"]) == 0
+    assert json.loads((underscored / "report.json").read_text()) == data
 
 
 def test_analyze_extracts_features_from_a_saved_model_and_the_digits(tiny_vit_dir, tmp_path, capsys):

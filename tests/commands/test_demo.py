@@ -1,4 +1,9 @@
+import subprocess
+import sys
+
+from semscale_hf import __version__
 from semscale_hf.cli import main as cli_main
+from semscale_hf.commands.demo import build_parser
 from semscale_hf.commands.demo import main as demo_main
 
 
@@ -6,21 +11,45 @@ def test_demo_runs_end_to_end_on_tiny_settings(tmp_path, capsys):
     argv = [
         f"--output_dir={tmp_path}",
         "--hidden_size=16",
-        "--num_hidden_layers=1",
+        "--num-hidden-layers=1",  # dashes work as well as underscores
         "--max_steps=4",
         "--semscale_warmup_steps=1",
         "--semscale_refresh_steps=2",
         "--imbalance_factor=20",
     ]
     assert demo_main([*argv, "--compare_baseline=false"]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "imbalance factor 20 (exp)" in out
     assert "| class | train count | semantic scale | weight | test accuracy |" in out
     assert "| semantic_scale |" in out and "plain CE" not in out
     assert out.count("\n| ") >= 13  # header + 10 classes + comparison rows
+    # the console has the Trainer's progress bar and the summary, not the raw log dicts of every refresh
+    assert "4/4" in captured.err
+    assert "semscale/" not in out + captured.err and "{'loss'" not in out + captured.err
 
 
-def test_cli_lists_commands_and_rejects_unknown(capsys):
+def test_demo_help_says_what_it_does_then_lists_its_own_options_first(capsys):
+    help_text = build_parser().format_help()
+    assert help_text.startswith("usage: semscale demo")
+    description = " ".join(help_text.split("options:")[0].split())  # argparse wraps the lines
+    assert "a small ViT trained with `SemScaleTrainer` on long-tailed digits" in description
+    demo, semscale, trainer = (
+        help_text.index(title)
+        for title in ("demo options (data and model):", "semantic-scale options", "Trainer options")
+    )
+    assert demo < help_text.index("--imbalance_factor") < semscale < help_text.index("--semscale_power") < trainer
+    assert help_text.index("--learning_rate") > trainer
+
+
+def test_cli_lists_commands_rejects_unknown_and_prints_its_version(capsys):
     assert cli_main([]) == 0
     assert "demo" in capsys.readouterr().out
     assert cli_main(["frobnicate"]) == 2
+    capsys.readouterr()
+    assert cli_main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"semscale-hf {__version__}"
+    module = subprocess.run(
+        [sys.executable, "-m", "semscale_hf", "--version"], capture_output=True, text=True, check=True
+    )
+    assert module.stdout.strip() == f"semscale-hf {__version__}"
