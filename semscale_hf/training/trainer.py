@@ -392,6 +392,11 @@ def _num_labels(model: nn.Module | None) -> int:
             f"(an AutoModelFor*Classification model), got {num_labels!r}"
             + (" (num_labels=1 is regression, which has no classes to balance)" if num_labels == 1 else "")
         )
+    if "ForTokenClassification" in type(model).__name__:
+        raise ValueError(
+            f"SemScaleTrainer supports one label per example; {type(model).__name__} predicts a label per token, "
+            "which is not supported yet"
+        )
     problem_type = getattr(config, "problem_type", None)
     if problem_type not in (None, "single_label_classification"):
         raise ValueError(
