@@ -21,6 +21,8 @@ from ..core._validation import IGNORE_INDEX, check_labels, check_num_classes
 __all__ = [
     "SHOT_GROUPS",
     "classification_metrics",
+    "entity_scores",
+    "macro_f1",
     "many_medium_few_accuracy",
     "overall_accuracy",
     "per_class_accuracy",
@@ -194,6 +196,47 @@ def classification_metrics(
     if num_classes <= per_class_max:
         metrics.update({keys.class_accuracy(c): value for c, value in enumerate(accuracy.tolist())})
     return metrics
+
+
+def macro_f1(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
+    """Mean over classes of the per-class F1 (classes with neither a label nor a prediction are left out).
+
+    Example:
+
+    >>> import torch
+    >>> macro_f1(torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 1, 1]), 2)
+    0.7333333333333334
+    """
+    predicted, labels = torch.as_tensor(predicted).long().cpu(), torch.as_tensor(labels).long().cpu()
+    true_positive = torch.bincount(labels[predicted == labels], minlength=num_classes).double()
+    support = torch.bincount(labels, minlength=num_classes).double()
+    claimed = torch.bincount(predicted, minlength=num_classes).double()
+    present = (support + claimed) > 0
+    f1 = 2 * true_positive[present] / (support[present] + claimed[present])
+    return float(f1.mean()) if f1.numel() else float("nan")
+
+
+def entity_scores(
+    predicted_rows: Sequence[Sequence[int]], label_rows: Sequence[Sequence[int]], names: Sequence[str]
+) -> dict[str, float] | None:
+    """Entity-level precision, recall and F1 (`seqeval`, the convention of the transformers NER examples).
+
+    `predicted_rows[i]` and `label_rows[i]` are the tag ids of the labelled tokens of sentence `i`. Returns `None`
+    when `seqeval` is not installed or the tag names are not IOB (`B-`/`I-` prefixes).
+    """
+    if not any(str(name).startswith(("B-", "I-")) for name in names):
+        return None
+    try:
+        from seqeval.metrics import f1_score, precision_score, recall_score
+    except ImportError:
+        return None
+    predicted = [[names[t] for t in row] for row in predicted_rows]
+    labels = [[names[t] for t in row] for row in label_rows]
+    return {
+        keys.ENTITY_PRECISION: float(precision_score(labels, predicted, zero_division=0)),
+        keys.ENTITY_RECALL: float(recall_score(labels, predicted, zero_division=0)),
+        keys.ENTITY_F1: float(f1_score(labels, predicted, zero_division=0)),
+    }
 
 
 def overall_accuracy(predictions: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = IGNORE_INDEX) -> float:

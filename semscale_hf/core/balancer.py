@@ -26,7 +26,7 @@ from .scales import class_semantic_scales
 from .weights import WEIGHTINGS, blend_weights, class_weights_by
 
 
-__all__ = ["POOL_FILE", "STAGES", "STATE_FILE", "SemScaleBalancer"]
+__all__ = ["POOL_FILE", "STAGES", "STATE_FILE", "TOKEN_POOL_MAX_PER_CLASS", "SemScaleBalancer"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,9 @@ STATE_FILE = "semscale_state.safetensors"
 POOL_FILE = "semscale_pool.safetensors"
 """The feature pool: saved in checkpoints only, for an exact resume."""
 STAGES = ("warmup", "balanced")
+TOKEN_POOL_MAX_PER_CLASS = 1024
+"""Default pool capacity per class of token classification, where a class's training count is its number of tokens
+(the "O" tag of NER alone can have millions): 1,024 features of dimension 768 in float32 are 3.1 MB per tag."""
 
 
 class SemScaleBalancer:

@@ -10,7 +10,7 @@ from torch import nn
 from ._validation import check_int
 
 
-__all__ = ["FeatureCapture", "find_classifier_head"]
+__all__ = ["FeatureCapture", "find_classifier_head", "is_token_classifier"]
 
 # How many candidate names an error message lists before it abbreviates.
 _MAX_LISTED = 20
@@ -32,6 +32,24 @@ def _named_linears(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Li
         for name, sub in module.named_modules()
         if isinstance(sub, nn.Linear)
     ]
+
+
+def is_token_classifier(model: nn.Module) -> bool:
+    """Whether `model` predicts a label per token (an `AutoModelForTokenClassification` model, also under PEFT)."""
+    return "ForTokenClassification" in type(model).__name__ or any(
+        "ForTokenClassification" in type(module).__name__ for module in _wrapped(model)
+    )
+
+
+def _wrapped(model: nn.Module) -> list[nn.Module]:
+    """The models a wrapper (PEFT's `PeftModel`, `LoraModel`) holds as `base_model` / `model`, outermost first."""
+    found, current = [], model
+    for _ in range(3):
+        current = getattr(current, "base_model", None) or getattr(current, "model", None)
+        if not isinstance(current, nn.Module) or current in found:
+            break
+        found.append(current)
+    return found
 
 
 def find_classifier_head(model: nn.Module, num_labels: int) -> tuple[str, nn.Linear]:
@@ -115,9 +133,12 @@ class FeatureCapture:
             Qualified name of the head, e.g. `"classifier"`. A container (ResNet's `nn.Sequential(Flatten, Linear)`)
             resolves to its last `nn.Linear`. Defaults to the last `nn.Linear` with `out_features == num_labels`
             (see [`find_classifier_head`]).
+        per_token (`bool`, *optional*, defaults to `False`):
+            Token classification: keep the head input `(batch, tokens, dim)` as it is (one feature per token).
+            Otherwise every trailing dimension is flattened into one feature per example.
 
     Attributes:
-        features (`torch.Tensor` of shape `(batch, dim)` or `None`):
+        features (`torch.Tensor` of shape `(batch, dim)` (or `(batch, tokens, dim)` with `per_token`) or `None`):
             The head input of the latest forward pass (detached, in the dtype the head received), or `None`.
         module_name (`str`):
             Qualified name of the hooked `nn.Linear`.
@@ -138,8 +159,11 @@ class FeatureCapture:
     (torch.Size([4, 20]), '2', None)
     """
 
-    def __init__(self, model: nn.Module, num_labels: int, feature_module: str | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, num_labels: int, feature_module: str | None = None, *, per_token: bool = False
+    ) -> None:
         check_int("num_labels", num_labels, minimum=1)
+        self.per_token = per_token
         if feature_module is None:
             self.module_name, self.head = find_classifier_head(model, num_labels)
         else:
@@ -150,7 +174,8 @@ class FeatureCapture:
 
     def _hook(self, module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
         features = args[0].detach()
-        if features.ndim > 2:  # e.g. [B, C, 1, 1] from a pooled CNN
+        # [B, C, 1, 1] of a pooled CNN becomes [B, C]; a token classifier's [B, T, H] stays (a feature per token)
+        if features.ndim > 2 and not self.per_token:
             features = features.flatten(1)
         self.features = features  # overwrite: a re-run forward must not add a second copy
         return None  # a returned value would replace the head's input

@@ -25,6 +25,10 @@ IMBALANCE_RATIO = "semscale/imbalance_ratio"
 
 ACCURACY = "accuracy"
 BALANCED_ACCURACY = "balanced_accuracy"
+MACRO_F1 = "macro_f1"
+ENTITY_PRECISION = "entity_precision"
+ENTITY_RECALL = "entity_recall"
+ENTITY_F1 = "entity_f1"
 EVAL_PREFIX = "eval_"
 
 
@@ -49,6 +53,7 @@ def class_accuracy(class_id: int) -> str:
 
 
 _PER_CLASS = "at most `semscale_log_per_class_max` classes"
+_ENTITY = "evaluation, token classification with IOB tag names, when `seqeval` is installed"
 LOGGED_METRICS: list[tuple[str, str, str]] = [
     (STAGE, "every refresh", "0 during warm-up, 1 once balanced"),
     (REFRESHES, "every refresh", "number of measurements so far"),
@@ -69,5 +74,9 @@ LOGGED_METRICS: list[tuple[str, str, str]] = [
     (EVAL_PREFIX + group_accuracy("medium"), "evaluation", "mean accuracy of classes of 20 to 100 training samples"),
     (EVAL_PREFIX + group_accuracy("few"), "evaluation", "mean accuracy of classes of fewer than 20 training samples"),
     (EVAL_PREFIX + class_accuracy("<c>"), f"evaluation, {_PER_CLASS}", "accuracy of class id c"),
+    (EVAL_PREFIX + MACRO_F1, "evaluation, token classification", "mean per-tag F1 over the labelled tokens"),
+    (EVAL_PREFIX + ENTITY_PRECISION, _ENTITY, "entity-level precision (`seqeval`, IOB tags)"),
+    (EVAL_PREFIX + ENTITY_RECALL, _ENTITY, "entity-level recall"),
+    (EVAL_PREFIX + ENTITY_F1, _ENTITY, "entity-level F1"),
 ]
 """(key, when it is logged, meaning) of every logged metric, in the order of the README table."""

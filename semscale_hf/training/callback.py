@@ -25,9 +25,9 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from transformers.utils import logging
 
 from ..core._validation import IGNORE_INDEX
-from ..core.balancer import SemScaleBalancer
-from ..core.capture import FeatureCapture
-from ..data.labels import count_labels
+from ..core.balancer import TOKEN_POOL_MAX_PER_CLASS, SemScaleBalancer
+from ..core.capture import FeatureCapture, is_token_classifier
+from ..data.labels import count_labels, is_streaming
 from .distributed import broadcast_from_main
 from .recorder import check_recorded, record_batch
 
@@ -204,10 +204,20 @@ class SemScaleCallback(TrainerCallback):
         else:
             counts = self.class_counts
             if counts is None:
+                if is_streaming(self.trainer.train_dataset):
+                    raise ValueError(
+                        "the train set is an iterable (streaming) dataset: pass class_counts=[...] to "
+                        "SemScaleCallback.attach (a stream is never read to count it)"
+                    )
                 counts = count_labels(self.trainer.train_dataset, num_labels, ignore_index=IGNORE_INDEX)
-            self.balancer = SemScaleBalancer(counts, weighting="none", **self.balancer_options)
+            options = dict(self.balancer_options)
+            if is_token_classifier(model):  # token counts run into the millions: keep the pool bounded
+                options.setdefault("pool_max_per_class", TOKEN_POOL_MAX_PER_CLASS)
+            self.balancer = SemScaleBalancer(counts, weighting="none", **options)
         if self._capture is None:
-            self._capture = FeatureCapture(model, num_labels, self.feature_module)
+            self._capture = FeatureCapture(
+                model, num_labels, self.feature_module, per_token=is_token_classifier(model)
+            )
             # The head hook sees features but not labels: read the labels from the model call's keyword arguments,
             # or else from the batch handed to training_step (a compute_loss may pop them), and pair both once the
             # forward pass has finished.

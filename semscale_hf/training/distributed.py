@@ -40,8 +40,12 @@ def gather_batch(
     """Gathers one micro-batch from every process in rank order, the same on every process.
 
     Batches of different sizes are padded (padding rows are labelled -100, which the pool skips); `real_samples`
-    (from [`real_samples_in_batch`]) keeps only the leading real samples, as `gather_for_metrics` does.
+    (from [`real_samples_in_batch`]) keeps only the leading real samples, as `gather_for_metrics` does. Token batches
+    (labels `(batch, tokens)`, features `(batch, tokens, dim)`) are padded to the longest sequence first.
     """
+    if labels.ndim == 2:
+        features = accelerator.pad_across_processes(features.contiguous(), dim=1, pad_index=0)
+        labels = accelerator.pad_across_processes(labels.contiguous(), dim=1, pad_index=IGNORE_INDEX)
     features = accelerator.gather(accelerator.pad_across_processes(features.contiguous(), dim=0, pad_index=0))
     labels = accelerator.gather(accelerator.pad_across_processes(labels.contiguous(), dim=0, pad_index=IGNORE_INDEX))
     if real_samples is not None:

@@ -4,7 +4,8 @@
 accuracy and, for few classes, per-class accuracy. It serves both of `Trainer`'s evaluation paths: the default one
 (one call with every prediction) and `batch_eval_metrics=True` (one call per batch, `compute_result=True` on the
 last). The user's keys never silently replace the built-in ones: a colliding built-in is renamed `semscale_<key>`
-and a warning says so once.
+and a warning says so once. Token classification: the metrics are over the labelled tokens (-100 left out), plus
+macro F1 and, with `seqeval` installed and IOB tag names, entity-level precision, recall and F1.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import torch
 from transformers import EvalPrediction
 from transformers.utils import logging
 
-from ..analysis.evaluation import classification_metrics
+from ..analysis.evaluation import classification_metrics, entity_scores, macro_f1
+from ..core import metric_keys as keys
+from ..core._validation import IGNORE_INDEX
 
 
 logger = logging.get_logger(__name__)
@@ -34,6 +37,8 @@ class ClassMetrics:
         class_counts (`list[int]`): training samples per class (many/medium/few groups).
         per_class_max (`int`): per-class accuracies are reported for at most this many classes.
         batched (`bool`): `batch_eval_metrics=True`; then `user_metrics` must take `compute_result`.
+        token_task (`bool`): predictions `(examples, tokens, C)` and labels `(examples, tokens)`.
+        label_names (`list[str]`, *optional*): tag names by id (`config.id2label`), for entity-level scores.
     """
 
     def __init__(
@@ -43,6 +48,8 @@ class ClassMetrics:
         per_class_max: int,
         *,
         batched: bool = False,
+        token_task: bool = False,
+        label_names: list[str] | None = None,
     ) -> None:
         if batched and user_metrics is not None and "compute_result" not in inspect.signature(user_metrics).parameters:
             raise ValueError(
@@ -52,26 +59,44 @@ class ClassMetrics:
         self.user_metrics = user_metrics
         self.class_counts = class_counts
         self.per_class_max = per_class_max
+        self.token_task, self.label_names = token_task, label_names
         self._batches: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._warned: set[str] = set()
 
     def __call__(self, prediction: EvalPrediction, compute_result: bool | None = None) -> dict[str, float]:
         if compute_result is None:  # the default path: every prediction at once
-            metrics = self._built_in(_predicted_ids(prediction.predictions), prediction.label_ids)
+            metrics = self._built_in(_predicted_ids(prediction.predictions, self.token_task), prediction.label_ids)
             return self._merge(metrics, self.user_metrics(prediction) if self.user_metrics else {})
         # batch_eval_metrics: keep the predicted ids on their device (no read-back per batch), compute at the end
-        self._batches.append((_predicted_ids(prediction.predictions), torch.as_tensor(prediction.label_ids)))
+        predicted = _predicted_ids(prediction.predictions, self.token_task)
+        self._batches.append((predicted, torch.as_tensor(prediction.label_ids)))
         user = self.user_metrics(prediction, compute_result=compute_result) if self.user_metrics else {}
         if not compute_result:
             return user
-        predicted = torch.cat([p.reshape(-1).cpu() for p, _ in self._batches])
-        labels = torch.cat([y.reshape(-1).cpu() for _, y in self._batches])
-        self._batches = []
+        batches, self._batches = self._batches, []
+        if self.token_task:  # sentences keep their rows: entity scores need them
+            predicted = [row for p, _ in batches for row in p.cpu()]
+            labels = [row for _, y in batches for row in y.cpu()]
+        else:
+            predicted = torch.cat([p.reshape(-1).cpu() for p, _ in batches])
+            labels = torch.cat([y.reshape(-1).cpu() for _, y in batches])
         return self._merge(self._built_in(predicted, labels), user or {})
 
     def _built_in(self, predicted: Any, labels: Any) -> dict[str, float]:
-        predicted, labels = torch.as_tensor(predicted), torch.as_tensor(labels)
-        return classification_metrics(predicted, labels, self.class_counts, self.per_class_max)
+        if not self.token_task:
+            predicted, labels = torch.as_tensor(predicted), torch.as_tensor(labels)
+            return classification_metrics(predicted, labels, self.class_counts, self.per_class_max)
+        # one row per sentence; Trainer pads rows to the longest with -100, which drops out with the special tokens
+        rows = [(torch.as_tensor(p).reshape(-1), torch.as_tensor(y).reshape(-1)) for p, y in zip(predicted, labels)]
+        rows = [(p[: y.numel()][y != IGNORE_INDEX], y[y != IGNORE_INDEX]) for p, y in rows]
+        flat_predicted = torch.cat([p for p, _ in rows]) if rows else torch.zeros(0, dtype=torch.long)
+        flat_labels = torch.cat([y for _, y in rows]) if rows else torch.zeros(0, dtype=torch.long)
+        metrics = classification_metrics(flat_predicted, flat_labels, self.class_counts, self.per_class_max)
+        metrics[keys.MACRO_F1] = macro_f1(flat_predicted, flat_labels, len(self.class_counts))
+        if self.label_names is not None:
+            entities = entity_scores([p.tolist() for p, _ in rows], [y.tolist() for _, y in rows], self.label_names)
+            metrics.update(entities or {})
+        return metrics
 
     def _merge(self, built_in: dict[str, float], user: dict[str, float]) -> dict[str, float]:
         metrics = dict(built_in)
@@ -87,11 +112,11 @@ class ClassMetrics:
         return metrics
 
 
-def _predicted_ids(predictions: Any) -> Any:
+def _predicted_ids(predictions: Any, token_task: bool) -> Any:
     """Class ids from logits (arg-max over the last axis) or from ids already (`preprocess_logits_for_metrics`)."""
     if isinstance(predictions, (tuple, list)):
         predictions = predictions[0]
-    if torch.is_tensor(predictions):
-        return predictions if predictions.ndim == 1 else predictions.argmax(-1)
-    predictions = np.asarray(predictions)
-    return predictions if predictions.ndim == 1 else predictions.argmax(-1)
+    if not torch.is_tensor(predictions):
+        predictions = np.asarray(predictions)
+    ids_ndim = 2 if token_task else 1  # (examples, tokens) or (examples,)
+    return predictions if predictions.ndim == ids_ndim else predictions.argmax(-1)

@@ -31,10 +31,14 @@ def record_batch(
 ) -> None:
     """Adds one micro-batch to the pool; under several processes every rank adds every rank's batch, in rank order.
 
-    Read it while the micro-batch is current (the even-batches repeats are found from the dataloader's state).
+    Read it while the micro-batch is current (the even-batches repeats are found from the dataloader's state). A token
+    batch (features `(batch, tokens, dim)`, labels `(batch, tokens)`) enters as one row per token; the -100 rows
+    (special tokens, sub-words, padding) are skipped by the pool.
     """
     if accelerator.num_processes > 1:
         features, labels = gather_batch(accelerator, features, labels, real_samples_in_batch(accelerator))
+    if labels.ndim == 2:
+        features, labels = features.reshape(-1, features.shape[-1]), labels.reshape(-1)
     balancer.record(features, labels, validate=False)
 
 

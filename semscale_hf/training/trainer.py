@@ -14,8 +14,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from transformers.utils import SAFE_WEIGHTS_NAME, logging
 
 from ..core._validation import IGNORE_INDEX, parse_alpha
-from ..core.balancer import POOL_FILE, STATE_FILE, SemScaleBalancer
-from ..core.capture import FeatureCapture
+from ..core.balancer import POOL_FILE, STATE_FILE, TOKEN_POOL_MAX_PER_CLASS, SemScaleBalancer
+from ..core.capture import FeatureCapture, is_token_classifier
 from ..core.losses import class_weighted_loss, ldam_margins
 from ..data.labels import count_labels, is_streaming
 from .callback import SemScaleCallback
@@ -109,13 +109,19 @@ class SemScaleTrainer(HubPushMixin, Trainer):
             logger.warning(
                 f"classes {absent} have no training samples: they are never measured and get the largest weight"
             )
-        self.capture = FeatureCapture(self.model, num_labels, args.semscale_feature_module)
+        self.token_task = is_token_classifier(self.model)
+        self.capture = FeatureCapture(self.model, num_labels, args.semscale_feature_module, per_token=self.token_task)
         self.semscale_callback: SemScaleCallback | None = None
         self._build_semscale()
         self.semscale_callback.trainer = self
         self.add_callback(self.semscale_callback)
         self.compute_metrics = ClassMetrics(
-            user_metrics, self.class_counts, args.semscale_log_per_class_max, batched=args.batch_eval_metrics
+            user_metrics,
+            self.class_counts,
+            args.semscale_log_per_class_max,
+            batched=args.batch_eval_metrics,
+            token_task=self.token_task,
+            label_names=_id2label(self.model),
         )
         self._saving_checkpoint = False
         self._deferred_load_result = None
@@ -124,6 +130,9 @@ class SemScaleTrainer(HubPushMixin, Trainer):
         """Balancer, schedule and loss constants from the `semscale_*` arguments (again for each search trial)."""
         args = self.args
         pool_device = args.semscale_pool_device or args.device
+        pool_cap = args.semscale_pool_max_per_class
+        if pool_cap is None and self.token_task:
+            pool_cap = TOKEN_POOL_MAX_PER_CLASS  # token counts run into the millions: keep the pool bounded
         self.balancer = SemScaleBalancer(
             self.class_counts,
             weighting=args.semscale_weighting,
@@ -135,10 +144,15 @@ class SemScaleTrainer(HubPushMixin, Trainer):
             center=args.semscale_center,
             normalize=args.semscale_normalize,
             min_count=args.semscale_min_count,
-            pool_max_per_class=args.semscale_pool_max_per_class,
+            pool_max_per_class=pool_cap,
             pool_dtype=POOL_DTYPES[args.semscale_pool_dtype],
             pool_device=pool_device,
             effective_number_beta=args.semscale_effective_number_beta,
+        )
+        pool = self.balancer.pool
+        logger.info(
+            f"feature pool: {int(pool.capacities.sum())} features of dimension {self.capture.dim} in "
+            f"{args.semscale_pool_dtype} on {pool.device}, {_megabytes(pool, self.capture.dim):.1f} MB once filled"
         )
         schedule = {
             "warmup_epochs": args.semscale_warmup_epochs,
@@ -176,6 +190,8 @@ class SemScaleTrainer(HubPushMixin, Trainer):
         of the whole accumulated batch across processes, never the sum of the batch's weights, so 4 x 1 == 2 x 2
         and 2 processes == 1 process. DDP averages gradients over processes, hence the factor `num_processes`.
         Evaluation (`model.training` is False) reports the unweighted base loss, comparable across refreshes.
+        Token classification: every labelled token is an item (logits `(batch, tokens, C)` are flattened; -100
+        tokens are left out), so the loss is divided by the labelled tokens of the accumulated batch.
         """
         inputs = dict(inputs)
         if "labels" not in inputs:
@@ -184,15 +200,18 @@ class SemScaleTrainer(HubPushMixin, Trainer):
         outputs = model(**inputs)  # without labels the model computes no loss of its own
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
         features = self.capture.pop()
+        if model.training:
+            if features is None:
+                raise RuntimeError(
+                    f"the hook on {self.capture.module_name!r} captured no features during the forward pass"
+                )
+            record_batch(self.balancer, self.accelerator, features, labels)  # a token batch is flattened there
+        if labels.ndim == 2:  # a label per token: the loss sees one row per token
+            logits, labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
         if not model.training:
             loss = class_weighted_loss(self.args.semscale_base_loss, logits, labels, **self._loss_options)
             return (loss, outputs) if return_outputs else loss
 
-        if features is None:
-            raise RuntimeError(
-                f"the hook on {self.capture.module_name!r} captured no features during the forward pass"
-            )
-        record_batch(self.balancer, self.accelerator, features, labels)
         num_items = num_items_in_batch
         if num_items is None:  # no count from Trainer: this micro-batch's items times the accumulation steps
             num_items = labels.ne(IGNORE_INDEX).sum() * self.current_gradient_accumulation_steps
@@ -254,7 +273,9 @@ class SemScaleTrainer(HubPushMixin, Trainer):
                     f"{len(self.class_counts)} classes"
                 )
             self.capture.close()
-            self.capture = FeatureCapture(model, len(self.class_counts), self.args.semscale_feature_module)
+            self.capture = FeatureCapture(
+                model, len(self.class_counts), self.args.semscale_feature_module, per_token=self.token_task
+            )
         return model
 
     def _hp_search_setup(self, trial: Any) -> None:
@@ -382,6 +403,15 @@ _NO_LOSS_FUNC = (
 )
 
 
+def _megabytes(pool: Any, dim: int) -> float:
+    return int(pool.capacities.sum()) * dim * torch.empty((), dtype=pool.dtype).element_size() / 1e6
+
+
+def _id2label(model: nn.Module) -> list[str] | None:
+    id2label = getattr(getattr(model, "config", None), "id2label", None)
+    return [str(id2label[i]) for i in range(len(id2label))] if id2label else None
+
+
 def _num_labels(model: nn.Module | None) -> int:
     """`config.num_labels` of a single-label classification model; a clear error for any other task."""
     config = getattr(model, "config", None)
@@ -391,11 +421,6 @@ def _num_labels(model: nn.Module | None) -> int:
             "SemScaleTrainer needs a classification model with config.num_labels >= 2 "
             f"(an AutoModelFor*Classification model), got {num_labels!r}"
             + (" (num_labels=1 is regression, which has no classes to balance)" if num_labels == 1 else "")
-        )
-    if "ForTokenClassification" in type(model).__name__:
-        raise ValueError(
-            f"SemScaleTrainer supports one label per example; {type(model).__name__} predicts a label per token, "
-            "which is not supported yet"
         )
     problem_type = getattr(config, "problem_type", None)
     if problem_type not in (None, "single_label_classification"):

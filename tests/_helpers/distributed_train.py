@@ -1,10 +1,11 @@
 """Trains a tiny ViT and writes the final semantic-scale state as JSON; run with torchrun or plain python.
 
-Usage: python tests/distributed_train.py OUTPUT_JSON PER_DEVICE_BATCH [trainer|callback][-uneven]
+Usage: python tests/distributed_train.py OUTPUT_JSON PER_DEVICE_BATCH [trainer|callback][-uneven|-token]
 
 `trainer` (default) trains with SemScaleTrainer; `callback` trains with a plain Trainer and a measure-only
 SemScaleCallback. `-uneven` trains on 39 samples with 2 accumulation steps, so that the last micro-batch of an epoch
-is not full (with several processes, accelerate's `even_batches` fills it with repeated samples).
+is not full (with several processes, accelerate's `even_batches` fills it with repeated samples). `-token` trains
+the tiny tagger of `token_data.py` (sentences of different lengths: every rank pads to its own longest).
 """
 
 import json
@@ -17,6 +18,7 @@ from transformers import Trainer
 
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
+from _helpers.token_data import collate, tiny_tagger, token_dataset  # noqa: E402
 from _helpers.trainer_utils import digits_dataset, losses, make_args, tiny_vit  # noqa: E402
 from semscale_hf import SemScaleCallback, SemScaleTrainer  # noqa: E402
 
@@ -27,7 +29,7 @@ COUNTS = {False: [16, 10, 6, 4], True: [16, 10, 6, 7]}  # by `uneven`
 def main() -> None:
     output, batch = sys.argv[1], int(sys.argv[2])
     mode = sys.argv[3] if len(sys.argv) > 3 else "trainer"
-    uneven = mode.endswith("-uneven")
+    uneven, token = mode.endswith("-uneven"), mode.endswith("-token")
     with tempfile.TemporaryDirectory() as directory:
         args = make_args(
             directory,
@@ -37,12 +39,14 @@ def main() -> None:
             ddp_find_unused_parameters=False,
             train_sampling_strategy="sequential",
             gradient_accumulation_steps=2 if uneven else 1,
+            remove_unused_columns=not token,
         )
-        dataset = digits_dataset(counts=COUNTS[uneven])
+        dataset = token_dataset(num_sentences=32) if token else digits_dataset(counts=COUNTS[uneven])
+        model, extra = (tiny_tagger(), {"data_collator": collate}) if token else (tiny_vit(), {})
         if mode.startswith("trainer"):
-            trainer = SemScaleTrainer(model=tiny_vit(), args=args, train_dataset=dataset)
+            trainer = SemScaleTrainer(model=model, args=args, train_dataset=dataset, **extra)
         else:
-            trainer = Trainer(model=tiny_vit(), args=args, train_dataset=dataset)
+            trainer = Trainer(model=model, args=args, train_dataset=dataset, **extra)
             callback = SemScaleCallback.attach(trainer, warmup_steps=2, refresh_steps=3)
         trainer.train()
         balancer = trainer.balancer if mode.startswith("trainer") else callback.balancer

@@ -224,15 +224,6 @@ def test_unsupported_tasks_fail_at_construction(tmp_path, config, message):
         SemScaleTrainer(model=model, args=make_args(tmp_path), class_counts=COUNTS)
 
 
-def test_token_classification_fails_at_construction(tmp_path):
-    from _helpers.tiny_configs import bert_config
-    from transformers import AutoModelForTokenClassification
-
-    model = AutoModelForTokenClassification.from_config(bert_config(4))
-    with pytest.raises(ValueError, match="BertForTokenClassification predicts a label per token"):
-        SemScaleTrainer(model=model, args=make_args(tmp_path), class_counts=COUNTS)
-
-
 # ----------------------------------------------------------------------------------------- best model, resume
 def test_load_best_model_at_end_restores_the_whole_best_model_and_its_semscale_state(tmp_path):
     data = digits_dataset(counts=COUNTS)

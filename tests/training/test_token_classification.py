@@ -1,0 +1,133 @@
+"""Token classification (NER-style tags) with `SemScaleTrainer` and the measure-only callback (issue 14).
+
+A tiny BERT tagger from a config on a seeded synthetic tag set with a long tail ("O" most tokens), -100 on special
+tokens, sub-words and padding (`tests/_helpers/token_data.py`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+import numpy as np
+import pytest
+import torch
+from _helpers.token_data import TAGS, collate, tiny_tagger, token_dataset
+from _helpers.trainer_utils import TRAINER_DEFAULTS, losses, make_args
+from transformers import Trainer, TrainingArguments
+
+from semscale_hf import SemScaleCallback, SemScaleTrainer
+from semscale_hf.core.balancer import TOKEN_POOL_MAX_PER_CLASS
+from semscale_hf.data import count_labels
+
+
+def _token_counts(data) -> list[int]:
+    tags = np.concatenate([np.asarray(row) for row in data["labels"]])
+    return np.bincount(tags[tags != -100], minlength=len(TAGS)).tolist()
+
+
+def _trainer(tmp_path, data=None, **overrides) -> SemScaleTrainer:
+    data = token_dataset() if data is None else data
+    options = {"max_steps": 6, "semscale_warmup_steps": 6, "remove_unused_columns": False, **overrides}
+    return SemScaleTrainer(
+        model=tiny_tagger(), args=make_args(tmp_path, **options), train_dataset=data, eval_dataset=data,
+        data_collator=collate,
+    )  # fmt: skip
+
+
+def test_class_counts_are_the_labelled_tokens_of_the_label_column(tmp_path):
+    data = token_dataset()
+    expected = _token_counts(data)
+    assert count_labels(data, len(TAGS), ignore_index=-100) == expected
+    assert expected[0] > 2 * sum(expected[1:])  # "O" dominates
+    trainer = _trainer(tmp_path, data)
+    assert trainer.class_counts == expected
+
+
+def test_a_tagger_trains_with_one_pool_row_per_labelled_token(tmp_path, caplog):
+    data = token_dataset()
+    with caplog.at_level(logging.INFO, logger="semscale_hf.training.trainer"):
+        trainer = _trainer(tmp_path, data, semscale_refresh_steps=2, max_steps=8)
+    assert "feature pool:" in caplog.text and "MB once filled" in caplog.text
+    trainer.train()
+    # 6 steps of 4 sentences = one pass: every labelled token entered the pool once, none of the -100 ones
+    assert trainer.balancer.pool.num_seen.sum() >= sum(trainer.class_counts)
+    assert trainer.balancer.pool.counts.tolist() == trainer.class_counts
+    assert trainer.balancer.num_refreshes == 2 and torch.isfinite(trainer.semantic_scales).all()
+    assert not torch.equal(trainer.class_weights, torch.ones(len(TAGS), dtype=torch.float64))
+    assert all(np.isfinite(losses(trainer)))
+
+
+def test_the_pool_of_a_token_task_is_capped_by_default(tmp_path):
+    data = token_dataset()
+    counts = [5000, 800, 700, 600, 50]  # as a real NER corpus: millions of "O" tokens would not fit
+    trainer = SemScaleTrainer(
+        model=tiny_tagger(), args=make_args(tmp_path, remove_unused_columns=False), train_dataset=data,
+        class_counts=counts, data_collator=collate,
+    )  # fmt: skip
+    assert trainer.balancer.pool.capacities.tolist() == [TOKEN_POOL_MAX_PER_CLASS, 800, 700, 600, 50]
+    explicit = SemScaleTrainer(
+        model=tiny_tagger(),
+        args=make_args(tmp_path, remove_unused_columns=False, semscale_pool_max_per_class=100),
+        train_dataset=data, class_counts=counts, data_collator=collate,
+    )  # fmt: skip
+    assert explicit.balancer.pool.capacities.tolist() == [100, 100, 100, 100, 50]
+
+
+def test_token_gradient_accumulation_equivalence(tmp_path):
+    """4 x 1 == 2 x 2: the loss divides by the labelled tokens of the whole accumulated batch."""
+    common = {"max_steps": 8, "semscale_warmup_steps": 2, "semscale_refresh_steps": 2, "learning_rate": 1e-3}
+    a = _trainer(tmp_path / "a", **common)
+    a.train()
+    b = _trainer(tmp_path / "b", per_device_train_batch_size=2, gradient_accumulation_steps=2, **common)
+    b.train()
+    assert losses(a) == pytest.approx(losses(b), rel=1e-4)
+    torch.testing.assert_close(a.class_weights, b.class_weights, rtol=1e-4, atol=1e-6)
+    for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-4)
+
+
+def test_token_evaluation_reports_per_tag_accuracy_macro_f1_and_entities(tmp_path):
+    trainer = _trainer(tmp_path, max_steps=4)
+    trainer.train()
+    metrics = trainer.evaluate()
+    prediction = trainer.predict(trainer.eval_dataset)
+    labels, predicted = prediction.label_ids, prediction.predictions.argmax(-1)
+    kept = labels != -100
+    assert metrics["eval_accuracy"] == pytest.approx(float((predicted[kept] == labels[kept]).mean()))
+    for tag in range(len(TAGS)):
+        of_tag = labels == tag
+        assert metrics[f"eval_acc_class_{tag}"] == pytest.approx(float((predicted[of_tag] == tag).mean()))
+    assert 0.0 <= metrics["eval_macro_f1"] <= 1.0
+    assert ("eval_entity_f1" in metrics) is (importlib.util.find_spec("seqeval") is not None)
+
+    batched = _trainer(tmp_path / "batched", max_steps=4, batch_eval_metrics=True, per_device_eval_batch_size=5)
+    batched.train()
+    batched_metrics = batched.evaluate()
+    for key in ("eval_accuracy", "eval_balanced_accuracy", "eval_macro_f1", "eval_acc_class_4"):
+        assert batched_metrics[key] == pytest.approx(metrics[key]), key
+
+
+def test_entity_scores_follow_seqeval():
+    seqeval = pytest.importorskip("seqeval.metrics")
+    from semscale_hf.analysis.evaluation import entity_scores
+
+    labels = [[1, 2, 0, 3], [0, 3, 4]]
+    predicted = [[1, 2, 0, 0], [0, 3, 4]]
+    names = [[TAGS[t] for t in row] for row in labels], [[TAGS[t] for t in row] for row in predicted]
+    scores = entity_scores(predicted, labels, TAGS)
+    assert scores["entity_f1"] == pytest.approx(seqeval.f1_score(*names))
+    assert scores["entity_precision"] == 1.0 and scores["entity_recall"] == pytest.approx(2 / 3)
+    assert entity_scores(predicted, labels, ["a", "b", "c", "d", "e"]) is None  # not IOB: no entity scores
+
+
+def test_the_measure_only_callback_pools_tokens(tmp_path):
+    data = token_dataset()
+    args = TrainingArguments(
+        output_dir=str(tmp_path), **{**TRAINER_DEFAULTS, "max_steps": 6, "remove_unused_columns": False}
+    )
+    trainer = Trainer(model=tiny_tagger(), args=args, train_dataset=data, data_collator=collate)
+    callback = SemScaleCallback.attach(trainer, warmup_steps=6)
+    trainer.train()
+    assert callback.balancer.pool.counts.tolist() == _token_counts(data)
+    assert torch.isfinite(callback.balancer.semantic_scales).all()
