@@ -324,3 +324,37 @@ def test_cifar_lt_main_runs_on_digits(tmp_path, model_type):
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["class_counts"] == long_tailed_counts(results["class_counts"][0], 10, 10.0)
     assert results["model"]["model_type"] == model_type and "eval_balanced_accuracy" in results["metrics"]
+
+
+def test_token_classification_example_trains_a_tagger_and_prints_the_per_tag_table(tmp_path, capsys):
+    import token_classification
+
+    argv = [
+        f"--output_dir={tmp_path}",
+        "--num_sentences=40",
+        "--hidden_size=16",
+        "--num_hidden_layers=1",
+        "--max_steps=4",
+        "--semscale_warmup_steps=2",
+        "--semscale_refresh_steps=2",
+        "--disable_tqdm=true",
+    ]
+    assert token_classification.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| tag | train tokens | semantic scale | weight | token accuracy |" in out
+    assert all(f"| {tag} |" in out for tag in token_classification.CONLL_TAGS)
+    assert "| none (plain CE) |" in out and "entity F1" in out
+
+
+def test_the_synthetic_tag_set_is_long_tailed_and_seeded():
+    import token_classification
+
+    from semscale_hf.data import count_labels
+
+    tagger = token_classification.TaggerArguments(num_sentences=200)
+    splits = token_classification.synthetic_splits(tagger)
+    counts = count_labels(splits["train"], 9, ignore_index=-100)
+    assert counts[0] > 0.7 * sum(counts) and counts[1] > counts[3] > counts[5] > counts[7] > 0  # B- of each type
+    again = token_classification.synthetic_splits(tagger)
+    assert again["train"]["labels"] == splits["train"]["labels"]
+    assert all(row[0] == row[-1] == -100 for row in splits["train"]["labels"])
