@@ -20,9 +20,11 @@ from ..core._validation import IGNORE_INDEX, check_labels, check_num_classes
 
 __all__ = [
     "SHOT_GROUPS",
+    "average_precision",
     "classification_metrics",
     "entity_scores",
     "macro_f1",
+    "multi_label_metrics",
     "many_medium_few_accuracy",
     "overall_accuracy",
     "per_class_accuracy",
@@ -214,6 +216,46 @@ def macro_f1(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) ->
     present = (support + claimed) > 0
     f1 = 2 * true_positive[present] / (support[present] + claimed[present])
     return float(f1.mean()) if f1.numel() else float("nan")
+
+
+def average_precision(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-class average precision of multi-label scores: the mean precision at the rank of each positive.
+
+    `scores` and `targets` are `(examples, num_classes)`; an entry of `targets` above 0.5 is a positive, -100 is left
+    out. Returns float64 `(num_classes,)`, NaN for a class without positives (as scikit-learn's
+    `average_precision_score` per class, ties aside).
+
+    Example:
+
+    >>> import torch
+    >>> average_precision(torch.tensor([[0.9], [0.8], [0.1]]), torch.tensor([[1.0], [0.0], [1.0]])).tolist()
+    [0.8333333333333333]
+    """
+    scores = torch.as_tensor(scores, dtype=torch.float64).cpu()
+    targets = torch.as_tensor(targets, dtype=torch.float64).cpu()
+    result = torch.full((scores.shape[1],), float("nan"), dtype=torch.float64)
+    for c in range(scores.shape[1]):
+        kept = targets[:, c] != IGNORE_INDEX
+        order = torch.argsort(scores[kept, c], descending=True, stable=True)
+        positive = (targets[kept, c] > 0.5)[order].double()
+        if positive.sum() > 0:
+            precision = positive.cumsum(0) / torch.arange(1, positive.numel() + 1, dtype=torch.float64)
+            result[c] = (precision * positive).sum() / positive.sum()
+    return result
+
+
+def multi_label_metrics(
+    scores: torch.Tensor, targets: torch.Tensor, class_counts: Sequence[int], per_class_max: int = 20
+) -> dict[str, float]:
+    """Mean average precision, its many/medium/few-shot means and, for few classes, the AP of each class."""
+    ap = average_precision(scores, targets)
+    measured = ap[~ap.isnan()]
+    metrics = {keys.MEAN_AVERAGE_PRECISION: float(measured.mean()) if measured.numel() else float("nan")}
+    groups = many_medium_few_accuracy(ap, class_counts)
+    metrics.update({keys.group_average_precision(group): value for group, value in groups.items()})
+    if len(class_counts) <= per_class_max:
+        metrics.update({keys.class_average_precision(c): value for c, value in enumerate(ap.tolist())})
+    return metrics
 
 
 def entity_scores(

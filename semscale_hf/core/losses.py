@@ -33,6 +33,7 @@ __all__ = [
     "focal_loss",
     "ldam_loss",
     "ldam_margins",
+    "multi_label_weighted_loss",
     "weighted_cross_entropy",
 ]
 
@@ -413,3 +414,46 @@ def ldam_loss(
         max_margin=max_margin,
         scale=scale,
     )
+
+
+def multi_label_weighted_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    class_weights: torch.Tensor | Sequence[float] | None = None,
+    *,
+    num_items: int | torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Class-weighted binary cross-entropy of multi-label classification (one sigmoid per class).
+
+    $$\mathcal{L} = \frac{1}{N} \sum_{i, c} w_c \, \mathrm{BCE}(z_{ic}, t_{ic})$$
+
+    The weight of class $c$ multiplies both terms of its binary problem (the positive and the negative examples of
+    $c$), so `class_weights` of ones give `F.binary_cross_entropy_with_logits(reduction="mean")`. $N$ is the number
+    of (example, class) terms, `num_items` when given (Trainer's `num_items_in_batch` counts the entries of the
+    multi-hot labels over the accumulated batch), so micro-batches add up as in [`class_weighted_loss`]. Entries of
+    `targets` equal to -100 take no part. Nothing here reads a value back from the device.
+
+    Args:
+        logits (`torch.Tensor` of shape `(batch, num_classes)`): Unnormalised scores, any floating dtype.
+        targets (`torch.Tensor` of shape `(batch, num_classes)`): Multi-hot labels in `[0, 1]` (soft labels work).
+        class_weights (`torch.Tensor` of shape `(num_classes,)`, *optional*): Per-class weights; `None` means ones.
+        num_items (`int` or `torch.Tensor`, *optional*): Denominator; `None` means the non-ignored entries here.
+
+    Returns:
+        `torch.Tensor`: a float32 scalar (float64 for float64 logits).
+    """
+    if logits.ndim != 2 or targets.shape != logits.shape:
+        raise ValueError(
+            f"multi-label logits and targets must both be (batch, num_classes), got {tuple(logits.shape)} and "
+            f"{tuple(targets.shape)}"
+        )
+    compute_dtype = torch.promote_types(logits.dtype, torch.float32)
+    targets = targets.to(device=logits.device, dtype=compute_dtype)
+    valid = targets != IGNORE_INDEX
+    safe_targets = torch.where(valid, targets, 0.0)
+    terms = F.binary_cross_entropy_with_logits(logits.to(compute_dtype), safe_targets, reduction="none")
+    if class_weights is not None:
+        terms = terms * _check_weights(class_weights, logits.shape[1], logits.device).to(compute_dtype)
+    total = torch.where(valid, terms, 0.0).sum()
+    count = valid.sum() if num_items is None else num_items
+    return total / torch.as_tensor(count, device=logits.device).clamp_min(1).to(compute_dtype)

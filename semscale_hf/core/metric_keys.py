@@ -8,7 +8,15 @@ prefixes them with `eval_`, or the `metric_key_prefix` passed to `evaluate`).
 from __future__ import annotations
 
 
-__all__ = ["LOGGED_METRICS", "class_accuracy", "class_scale", "class_weight", "group_accuracy"]
+__all__ = [
+    "LOGGED_METRICS",
+    "class_accuracy",
+    "class_average_precision",
+    "class_scale",
+    "class_weight",
+    "group_accuracy",
+    "group_average_precision",
+]
 
 PREFIX = "semscale/"
 STAGE = "semscale/stage"
@@ -29,6 +37,7 @@ MACRO_F1 = "macro_f1"
 ENTITY_PRECISION = "entity_precision"
 ENTITY_RECALL = "entity_recall"
 ENTITY_F1 = "entity_f1"
+MEAN_AVERAGE_PRECISION = "mean_average_precision"
 EVAL_PREFIX = "eval_"
 
 
@@ -45,6 +54,16 @@ def class_scale(name: str) -> str:
 def group_accuracy(group: str) -> str:
     """Key of the mean per-class accuracy of a shot group: `"many"`, `"medium"` or `"few"`."""
     return f"acc_{group}"
+
+
+def group_average_precision(group: str) -> str:
+    """Key of the mean per-class average precision of a shot group (multi-label)."""
+    return f"ap_{group}"
+
+
+def class_average_precision(class_id: int) -> str:
+    """Key of one class's average precision (multi-label)."""
+    return f"ap_class_{class_id}"
 
 
 def class_accuracy(class_id: int) -> str:
@@ -78,5 +97,10 @@ LOGGED_METRICS: list[tuple[str, str, str]] = [
     (EVAL_PREFIX + ENTITY_PRECISION, _ENTITY, "entity-level precision (`seqeval`, IOB tags)"),
     (EVAL_PREFIX + ENTITY_RECALL, _ENTITY, "entity-level recall"),
     (EVAL_PREFIX + ENTITY_F1, _ENTITY, "entity-level F1"),
+    (EVAL_PREFIX + MEAN_AVERAGE_PRECISION, "evaluation, multi-label", "mean per-class average precision"),
+    (EVAL_PREFIX + group_average_precision("many"), "evaluation, multi-label", "mean AP of the many-shot classes"),
+    (EVAL_PREFIX + group_average_precision("medium"), "evaluation, multi-label", "mean AP of the medium-shot classes"),
+    (EVAL_PREFIX + group_average_precision("few"), "evaluation, multi-label", "mean AP of the few-shot classes"),
+    (EVAL_PREFIX + class_average_precision("<c>"), f"evaluation, multi-label, {_PER_CLASS}", "AP of class id c"),
 ]
 """(key, when it is logged, meaning) of every logged metric, in the order of the README table."""

@@ -7,7 +7,7 @@ from .images import (
     load_long_tailed_digits,
     make_image_transform,
 )
-from .labels import class_counts, count_labels
+from .labels import class_counts, count_labels, count_positives
 from .long_tail import build_long_tailed_splits, long_tailed_counts, make_long_tailed
 
 
@@ -15,6 +15,7 @@ __all__ = [
     "build_long_tailed_splits",
     "class_counts",
     "count_labels",
+    "count_positives",
     "dataset_to_tensors",
     "load_cifar_lt",
     "load_digits_dataset",

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from torch.utils.data import IterableDataset
 
 
-__all__ = ["LABEL_COLUMNS", "class_counts", "count_labels", "is_streaming"]
+__all__ = ["LABEL_COLUMNS", "class_counts", "count_labels", "count_positives", "is_streaming"]
 
 LABEL_COLUMNS = ("labels", "label")
 """Label columns looked for, in this order, when none is named (the names `Trainer` and `datasets` use)."""
@@ -74,6 +74,38 @@ def count_labels(
     return np.bincount(labels, minlength=num_classes).tolist()
 
 
+def count_positives(dataset: Any, num_classes: int, *, label_column: str | None = None) -> list[int]:
+    """Positive examples per class of a multi-label dataset (multi-hot label vectors; an entry above 0.5 counts).
+
+    Read from the Arrow column of a [`~datasets.Dataset`] (no decoding, no transform), item by item otherwise.
+
+    Raises:
+        `ValueError`: no label column, label vectors not of length `num_classes`, or a streaming dataset.
+    """
+    if is_streaming(dataset):
+        raise ValueError(
+            f"cannot count the labels of an iterable (streaming) dataset ({type(dataset).__name__}) without reading "
+            "the whole stream: pass class_counts=[...] (positive examples per class)"
+        )
+    names = getattr(dataset, "column_names", None)
+    if names is not None and hasattr(dataset, "select_columns"):
+        column = label_column or next((c for c in LABEL_COLUMNS if c in names), None)
+        if column is None or column not in names:
+            raise ValueError(f"column {label_column or 'labels'!r} not found; the dataset has columns {names}")
+        array = dataset.select_columns([column]).with_format("arrow")[:][column]
+        values = pc.list_flatten(array).to_numpy(zero_copy_only=False) if pa.types.is_list(array.type) else None
+        rows = len(array)
+    else:
+        column = label_column or "labels"
+        vectors = [np.ravel(np.asarray(_item_value(item, label_column), dtype=np.float64)) for item in dataset]
+        values, rows = (np.concatenate(vectors) if vectors else np.zeros(0)), len(vectors)
+    if values is None or values.size != rows * num_classes:
+        raise ValueError(
+            f"column {column!r} must hold one multi-hot vector of length {num_classes} (num_labels) per example"
+        )
+    return (values.reshape(rows, num_classes) > 0.5).sum(axis=0).astype(int).tolist()
+
+
 def read_labels(dataset: Any, label_column: str | None = None) -> tuple[np.ndarray, str, int | None]:
     """The label column as int64 NumPy array, the column's name, and its number of classes if it is a `ClassLabel`."""
     names = getattr(dataset, "column_names", None)
@@ -111,6 +143,15 @@ def check_label_range(labels: np.ndarray, num_classes: int, column: str) -> None
             f"{labels.max()} (outside that range); remove unlabelled rows (-1) or pass the right num_classes (the "
             "model's num_labels)"
         )
+
+
+def _item_value(item: Any, label_column: str | None) -> Any:
+    try:
+        return item[label_column or next(c for c in LABEL_COLUMNS if c in item)]
+    except (TypeError, KeyError, StopIteration) as error:
+        raise ValueError(
+            "cannot count the labels: the dataset's items have no `labels`/`label` key; pass class_counts=[...]"
+        ) from error
 
 
 def _item_label(item: Any, label_column: str | None) -> int | np.ndarray:

@@ -27,7 +27,7 @@ from transformers.utils import logging
 from ..core._validation import IGNORE_INDEX
 from ..core.balancer import TOKEN_POOL_MAX_PER_CLASS, SemScaleBalancer
 from ..core.capture import FeatureCapture, is_token_classifier
-from ..data.labels import count_labels, is_streaming
+from ..data.labels import count_labels, count_positives, is_streaming
 from .distributed import broadcast_from_main
 from .recorder import check_recorded, record_batch
 
@@ -209,7 +209,11 @@ class SemScaleCallback(TrainerCallback):
                         "the train set is an iterable (streaming) dataset: pass class_counts=[...] to "
                         "SemScaleCallback.attach (a stream is never read to count it)"
                     )
-                counts = count_labels(self.trainer.train_dataset, num_labels, ignore_index=IGNORE_INDEX)
+                dataset = self.trainer.train_dataset
+                if getattr(model.config, "problem_type", None) == "multi_label_classification":
+                    counts = count_positives(dataset, num_labels)  # positives per class of the multi-hot labels
+                else:
+                    counts = count_labels(dataset, num_labels, ignore_index=IGNORE_INDEX)
             options = dict(self.balancer_options)
             if is_token_classifier(model):  # token counts run into the millions: keep the pool bounded
                 options.setdefault("pool_max_per_class", TOKEN_POOL_MAX_PER_CLASS)

@@ -43,7 +43,7 @@ def gather_batch(
     (from [`real_samples_in_batch`]) keeps only the leading real samples, as `gather_for_metrics` does. Token batches
     (labels `(batch, tokens)`, features `(batch, tokens, dim)`) are padded to the longest sequence first.
     """
-    if labels.ndim == 2:
+    if features.ndim == 3:
         features = accelerator.pad_across_processes(features.contiguous(), dim=1, pad_index=0)
         labels = accelerator.pad_across_processes(labels.contiguous(), dim=1, pad_index=IGNORE_INDEX)
     features = accelerator.gather(accelerator.pad_across_processes(features.contiguous(), dim=0, pad_index=0))

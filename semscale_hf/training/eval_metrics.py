@@ -19,7 +19,7 @@ import torch
 from transformers import EvalPrediction
 from transformers.utils import logging
 
-from ..analysis.evaluation import classification_metrics, entity_scores, macro_f1
+from ..analysis.evaluation import classification_metrics, entity_scores, macro_f1, multi_label_metrics
 from ..core import metric_keys as keys
 from ..core._validation import IGNORE_INDEX
 
@@ -38,6 +38,7 @@ class ClassMetrics:
         per_class_max (`int`): per-class accuracies are reported for at most this many classes.
         batched (`bool`): `batch_eval_metrics=True`; then `user_metrics` must take `compute_result`.
         token_task (`bool`): predictions `(examples, tokens, C)` and labels `(examples, tokens)`.
+        multi_label (`bool`): predictions are logits `(examples, C)`, labels multi-hot `(examples, C)`.
         label_names (`list[str]`, *optional*): tag names by id (`config.id2label`), for entity-level scores.
     """
 
@@ -49,6 +50,7 @@ class ClassMetrics:
         *,
         batched: bool = False,
         token_task: bool = False,
+        multi_label: bool = False,
         label_names: list[str] | None = None,
     ) -> None:
         if batched and user_metrics is not None and "compute_result" not in inspect.signature(user_metrics).parameters:
@@ -59,16 +61,16 @@ class ClassMetrics:
         self.user_metrics = user_metrics
         self.class_counts = class_counts
         self.per_class_max = per_class_max
-        self.token_task, self.label_names = token_task, label_names
+        self.token_task, self.multi_label, self.label_names = token_task, multi_label, label_names
         self._batches: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._warned: set[str] = set()
 
     def __call__(self, prediction: EvalPrediction, compute_result: bool | None = None) -> dict[str, float]:
         if compute_result is None:  # the default path: every prediction at once
-            metrics = self._built_in(_predicted_ids(prediction.predictions, self.token_task), prediction.label_ids)
+            metrics = self._built_in(self._predicted(prediction.predictions), prediction.label_ids)
             return self._merge(metrics, self.user_metrics(prediction) if self.user_metrics else {})
         # batch_eval_metrics: keep the predicted ids on their device (no read-back per batch), compute at the end
-        predicted = _predicted_ids(prediction.predictions, self.token_task)
+        predicted = self._predicted(prediction.predictions)
         self._batches.append((predicted, torch.as_tensor(prediction.label_ids)))
         user = self.user_metrics(prediction, compute_result=compute_result) if self.user_metrics else {}
         if not compute_result:
@@ -78,11 +80,19 @@ class ClassMetrics:
             predicted = [row for p, _ in batches for row in p.cpu()]
             labels = [row for _, y in batches for row in y.cpu()]
         else:
-            predicted = torch.cat([p.reshape(-1).cpu() for p, _ in batches])
-            labels = torch.cat([y.reshape(-1).cpu() for _, y in batches])
+            predicted = torch.cat([torch.as_tensor(p).cpu() for p, _ in batches])  # (examples,) or (examples, C)
+            labels = torch.cat([y.cpu() for _, y in batches])
         return self._merge(self._built_in(predicted, labels), user or {})
 
+    def _predicted(self, predictions: Any) -> Any:
+        if not self.multi_label:
+            return _predicted_ids(predictions, self.token_task)
+        predictions = predictions[0] if isinstance(predictions, (tuple, list)) else predictions
+        return predictions if torch.is_tensor(predictions) else np.asarray(predictions)
+
     def _built_in(self, predicted: Any, labels: Any) -> dict[str, float]:
+        if self.multi_label:  # `predicted` holds the logits: average precision ranks them
+            return multi_label_metrics(predicted, labels, self.class_counts, self.per_class_max)
         if not self.token_task:
             predicted, labels = torch.as_tensor(predicted), torch.as_tensor(labels)
             return classification_metrics(predicted, labels, self.class_counts, self.per_class_max)

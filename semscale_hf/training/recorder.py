@@ -1,5 +1,6 @@
 """The one record path of both modes: a training batch's head input -> gathered across processes -> feature pool.
 
+A token batch enters as one row per labelled token, a multi-hot batch as one row per (example, positive class).
 `SemScaleTrainer` records from `compute_loss`, the measure-only `SemScaleCallback` from a forward hook on the model;
 both call [`record_batch`], so both share the gather, the order of the pool and the NaN policy. Recording never makes
 the host wait for the device: rows with NaN/inf features or labels outside `[0, num_classes)` are left out of the pool
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..core._validation import IGNORE_INDEX
 from .distributed import gather_batch, real_samples_in_batch
 
 
@@ -37,9 +39,23 @@ def record_batch(
     """
     if accelerator.num_processes > 1:
         features, labels = gather_batch(accelerator, features, labels, real_samples_in_batch(accelerator))
-    if labels.ndim == 2:
+    if labels.is_floating_point():  # multi-hot: the features enter the pool of every positive class
+        features, labels = multi_hot_rows(features, labels)
+    elif labels.ndim == 2:
         features, labels = features.reshape(-1, features.shape[-1]), labels.reshape(-1)
     balancer.record(features, labels, validate=False)
+
+
+def multi_hot_rows(features: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One `(feature, class)` row per positive entry of the multi-hot `targets` (others labelled -100).
+
+    Every example is repeated once per class (`batch x num_classes` rows) instead of selecting the positive entries,
+    whose number would have to be read back from the device.
+    """
+    batch, num_classes = targets.shape
+    classes = torch.arange(num_classes, device=targets.device).expand(batch, num_classes)
+    labels = torch.where(targets > 0.5, classes, IGNORE_INDEX).reshape(-1)
+    return features.unsqueeze(1).expand(batch, num_classes, features.shape[-1]).reshape(-1, features.shape[-1]), labels
 
 
 def check_recorded(

@@ -16,8 +16,8 @@ from transformers.utils import SAFE_WEIGHTS_NAME, logging
 from ..core._validation import IGNORE_INDEX, parse_alpha
 from ..core.balancer import POOL_FILE, STATE_FILE, TOKEN_POOL_MAX_PER_CLASS, SemScaleBalancer
 from ..core.capture import FeatureCapture, is_token_classifier
-from ..core.losses import class_weighted_loss, ldam_margins
-from ..data.labels import count_labels, is_streaming
+from ..core.losses import class_weighted_loss, ldam_margins, multi_label_weighted_loss
+from ..data.labels import count_labels, count_positives, is_streaming
 from .callback import SemScaleCallback
 from .checkpoints import STAGING_DIR, checkpoint_problems, newest_complete_checkpoint, publish, remove_stale_staging
 from .config import POOL_DTYPES, SemScaleTrainingArguments
@@ -88,6 +88,12 @@ class SemScaleTrainer(HubPushMixin, Trainer):
         self.model_accepts_loss_kwargs = True
 
         num_labels = _num_labels(self.model)
+        self.multi_label = _is_multi_label(self.model)
+        if self.multi_label and args.semscale_base_loss != "ce":  # (Trainer itself turns label smoothing off)
+            raise ValueError(
+                "multi-label classification trains with the class-weighted binary cross-entropy: set "
+                f'semscale_base_loss="ce" (got {args.semscale_base_loss!r}; focal and LDAM are single-label losses)'
+            )
         if class_counts is None:
             if self.train_dataset is None:
                 raise ValueError("pass class_counts=[...] (training samples per class) when no train_dataset is given")
@@ -97,7 +103,10 @@ class SemScaleTrainer(HubPushMixin, Trainer):
                     "class_counts=[...] (training samples per class, e.g. from the dataset card or one counting pass "
                     "you make yourself); SemScaleTrainer never reads a stream to count it"
                 )
-            class_counts = count_labels(self.train_dataset, num_labels, ignore_index=IGNORE_INDEX)
+            if self.multi_label:
+                class_counts = count_positives(self.train_dataset, num_labels)
+            else:
+                class_counts = count_labels(self.train_dataset, num_labels, ignore_index=IGNORE_INDEX)
         if len(class_counts) != num_labels:
             raise ValueError(
                 f"class_counts has {len(class_counts)} entries but the model has num_labels={num_labels}; "
@@ -121,6 +130,7 @@ class SemScaleTrainer(HubPushMixin, Trainer):
             args.semscale_log_per_class_max,
             batched=args.batch_eval_metrics,
             token_task=self.token_task,
+            multi_label=self.multi_label,
             label_names=_id2label(self.model),
         )
         self._saving_checkpoint = False
@@ -191,7 +201,9 @@ class SemScaleTrainer(HubPushMixin, Trainer):
         and 2 processes == 1 process. DDP averages gradients over processes, hence the factor `num_processes`.
         Evaluation (`model.training` is False) reports the unweighted base loss, comparable across refreshes.
         Token classification: every labelled token is an item (logits `(batch, tokens, C)` are flattened; -100
-        tokens are left out), so the loss is divided by the labelled tokens of the accumulated batch.
+        tokens are left out), so the loss is divided by the labelled tokens of the accumulated batch. Multi-label
+        (`problem_type="multi_label_classification"`, multi-hot float labels): the binary cross-entropy of every
+        (example, class) term, class `c`'s terms weighted by `w_c`, divided by the number of terms.
         """
         inputs = dict(inputs)
         if "labels" not in inputs:
@@ -206,10 +218,13 @@ class SemScaleTrainer(HubPushMixin, Trainer):
                     f"the hook on {self.capture.module_name!r} captured no features during the forward pass"
                 )
             record_batch(self.balancer, self.accelerator, features, labels)  # a token batch is flattened there
-        if labels.ndim == 2:  # a label per token: the loss sees one row per token
+        if labels.ndim == 2 and not self.multi_label:  # a label per token: the loss sees one row per token
             logits, labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
-        if not model.training:
-            loss = class_weighted_loss(self.args.semscale_base_loss, logits, labels, **self._loss_options)
+        if not model.training:  # the unweighted base loss
+            if self.multi_label:
+                loss = multi_label_weighted_loss(logits, labels)
+            else:
+                loss = class_weighted_loss(self.args.semscale_base_loss, logits, labels, **self._loss_options)
             return (loss, outputs) if return_outputs else loss
 
         num_items = num_items_in_batch
@@ -218,15 +233,19 @@ class SemScaleTrainer(HubPushMixin, Trainer):
         # nothing here reads a value back from the device: labels were checked when they were counted, weights and
         # LDAM margins are already on the device in the loss's dtype
         compute_dtype = torch.promote_types(logits.dtype, torch.float32)
-        loss = class_weighted_loss(
-            self.args.semscale_base_loss,
-            logits,
-            labels,
-            self.balancer.loss_weights(logits.device, compute_dtype),
-            num_items=num_items,
-            validate=False,
-            **self._loss_options,
-        )
+        weights = self.balancer.loss_weights(logits.device, compute_dtype)
+        if self.multi_label:  # each class's weight on both terms of its binary cross-entropy
+            loss = multi_label_weighted_loss(logits, labels, weights, num_items=num_items)
+        else:
+            loss = class_weighted_loss(
+                self.args.semscale_base_loss,
+                logits,
+                labels,
+                weights,
+                num_items=num_items,
+                validate=False,
+                **self._loss_options,
+            )
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
@@ -396,6 +415,7 @@ def _reload_renamed_weights(model: nn.Module, checkpoint: str) -> bool:
     return True
 
 
+MULTI_LABEL = "multi_label_classification"
 _NO_LOSS_FUNC = (
     "SemScaleTrainer does not take compute_loss_func: its loss is the class-weighted per-sample base loss, chosen "
     'with SemScaleTrainingArguments(semscale_base_loss="ce" | "focal" | "ldam"). For another loss, subclass '
@@ -423,12 +443,17 @@ def _num_labels(model: nn.Module | None) -> int:
             + (" (num_labels=1 is regression, which has no classes to balance)" if num_labels == 1 else "")
         )
     problem_type = getattr(config, "problem_type", None)
-    if problem_type not in (None, "single_label_classification"):
+    if problem_type not in (None, "single_label_classification", MULTI_LABEL):
         raise ValueError(
-            f"SemScaleTrainer supports single-label classification, but config.problem_type={problem_type!r}; "
-            'set problem_type=None or "single_label_classification" (multi-label and regression are not supported)'
+            f"SemScaleTrainer supports single-label and multi-label classification, but config.problem_type="
+            f'{problem_type!r}; set problem_type=None, "single_label_classification" or "{MULTI_LABEL}" (regression '
+            "is not supported)"
         )
     return num_labels
+
+
+def _is_multi_label(model: nn.Module) -> bool:
+    return getattr(getattr(model, "config", None), "problem_type", None) == MULTI_LABEL
 
 
 def _loss_options(args: SemScaleTrainingArguments, class_counts: list[int], device: torch.device) -> dict[str, Any]:

@@ -1,11 +1,12 @@
 """Trains a tiny ViT and writes the final semantic-scale state as JSON; run with torchrun or plain python.
 
-Usage: python tests/distributed_train.py OUTPUT_JSON PER_DEVICE_BATCH [trainer|callback][-uneven|-token]
+Usage: python tests/distributed_train.py OUTPUT_JSON PER_DEVICE_BATCH [trainer|callback][-uneven|-token|-multilabel]
 
 `trainer` (default) trains with SemScaleTrainer; `callback` trains with a plain Trainer and a measure-only
 SemScaleCallback. `-uneven` trains on 39 samples with 2 accumulation steps, so that the last micro-batch of an epoch
 is not full (with several processes, accelerate's `even_batches` fills it with repeated samples). `-token` trains
-the tiny tagger of `token_data.py` (sentences of different lengths: every rank pads to its own longest).
+the tiny tagger of `token_data.py` (sentences of different lengths: every rank pads to its own longest);
+`-multilabel` the ViT with multi-hot labels.
 """
 
 import json
@@ -19,7 +20,14 @@ from transformers import Trainer
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
 from _helpers.token_data import collate, tiny_tagger, token_dataset  # noqa: E402
-from _helpers.trainer_utils import digits_dataset, losses, make_args, tiny_vit  # noqa: E402
+from _helpers.trainer_utils import (  # noqa: E402
+    digits_dataset,
+    losses,
+    make_args,
+    multi_hot_digits,
+    multi_label_vit,
+    tiny_vit,
+)
 from semscale_hf import SemScaleCallback, SemScaleTrainer  # noqa: E402
 
 
@@ -29,7 +37,7 @@ COUNTS = {False: [16, 10, 6, 4], True: [16, 10, 6, 7]}  # by `uneven`
 def main() -> None:
     output, batch = sys.argv[1], int(sys.argv[2])
     mode = sys.argv[3] if len(sys.argv) > 3 else "trainer"
-    uneven, token = mode.endswith("-uneven"), mode.endswith("-token")
+    uneven, token, multi_label = mode.endswith("-uneven"), mode.endswith("-token"), mode.endswith("-multilabel")
     with tempfile.TemporaryDirectory() as directory:
         args = make_args(
             directory,
@@ -43,6 +51,8 @@ def main() -> None:
         )
         dataset = token_dataset(num_sentences=32) if token else digits_dataset(counts=COUNTS[uneven])
         model, extra = (tiny_tagger(), {"data_collator": collate}) if token else (tiny_vit(), {})
+        if multi_label:
+            dataset, model = multi_hot_digits(COUNTS[False]), multi_label_vit()
         if mode.startswith("trainer"):
             trainer = SemScaleTrainer(model=model, args=args, train_dataset=dataset, **extra)
         else:

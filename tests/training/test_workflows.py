@@ -211,7 +211,6 @@ def test_compute_loss_func_is_rejected_at_construction(tmp_path):
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"problem_type": "multi_label_classification"}, "problem_type='multi_label_classification'"),
         ({"problem_type": "regression"}, "problem_type='regression'"),
         ({"num_labels": 1}, "num_labels=1 is regression"),
     ],

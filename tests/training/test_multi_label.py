@@ -1,0 +1,112 @@
+"""Multi-label classification (`problem_type="multi_label_classification"`, multi-hot labels) with `SemScaleTrainer`.
+
+A tiny ViT on the embedded digits with multi-hot labels: the digit's own class plus, for a seeded third of the images,
+a second class; so every image enters the pool of each class it is positive for (issue 14).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from _helpers.trainer_utils import TRAINER_DEFAULTS, losses, make_args, multi_hot_digits, multi_label_vit
+from sklearn.metrics import average_precision_score
+from torch.nn import functional as F
+from transformers import Trainer, TrainingArguments
+
+from semscale_hf import SemScaleCallback, SemScaleTrainer
+from semscale_hf.analysis.evaluation import average_precision
+from semscale_hf.core.losses import multi_label_weighted_loss
+from semscale_hf.data import count_positives
+
+
+COUNTS = [12, 6, 4, 2]
+
+
+def _trainer(tmp_path, **overrides) -> SemScaleTrainer:
+    data = multi_hot_digits()
+    args = make_args(tmp_path, **{"max_steps": 6, "semscale_warmup_steps": 6, **overrides})
+    return SemScaleTrainer(model=multi_label_vit(), args=args, train_dataset=data, eval_dataset=data)
+
+
+def test_positives_per_class_are_the_class_counts(tmp_path):
+    data = multi_hot_digits()
+    positives = (np.stack([t.numpy() for t in data["labels"]]) > 0.5).sum(0).tolist()
+    assert count_positives(data, 4) == positives and sum(positives) > sum(COUNTS)
+    assert _trainer(tmp_path).class_counts == positives
+
+
+def test_every_example_enters_the_pool_of_each_positive_class(tmp_path):
+    trainer = _trainer(tmp_path, semscale_refresh_steps=2, max_steps=8)
+    trainer.train()
+    # one pass over 24 images: every positive (image, class) pair is in the pool, nothing else
+    assert trainer.balancer.pool.counts.tolist() == trainer.class_counts
+    assert trainer.balancer.num_refreshes == 2 and torch.isfinite(trainer.semantic_scales).all()
+    assert not torch.equal(trainer.class_weights, torch.ones(4, dtype=torch.float64))
+    assert all(np.isfinite(losses(trainer)))
+
+
+def test_the_loss_weights_each_class_on_both_terms_of_its_binary_problem():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 4, generator=generator, dtype=torch.float64)
+    targets = (torch.rand(6, 4, generator=generator) < 0.4).double()
+    weights = torch.tensor([0.5, 1.0, 1.5, 2.0], dtype=torch.float64)
+    terms = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    assert multi_label_weighted_loss(logits, targets, weights) == pytest.approx(float((terms * weights).mean()))
+    assert multi_label_weighted_loss(logits, targets) == pytest.approx(float(terms.mean()))
+    halves = sum(
+        multi_label_weighted_loss(logits[s], targets[s], weights, num_items=24) for s in (slice(3), slice(3, 6))
+    )
+    assert halves == pytest.approx(float((terms * weights).mean()))  # micro-batches add up with the global count
+
+
+def test_multi_label_gradient_accumulation_equivalence(tmp_path):
+    common = {"max_steps": 8, "semscale_warmup_steps": 2, "semscale_refresh_steps": 2, "learning_rate": 1e-3}
+    a = _trainer(tmp_path / "a", **common)
+    a.train()
+    b = _trainer(tmp_path / "b", per_device_train_batch_size=2, gradient_accumulation_steps=2, **common)
+    b.train()
+    assert losses(a) == pytest.approx(losses(b), rel=1e-4)
+    torch.testing.assert_close(a.class_weights, b.class_weights, rtol=1e-4, atol=1e-6)
+    for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-4)
+
+
+def test_evaluation_reports_average_precision_per_class_and_per_shot_group(tmp_path):
+    trainer = _trainer(tmp_path, max_steps=4)
+    trainer.train()
+    metrics = trainer.evaluate()
+    prediction = trainer.predict(trainer.eval_dataset)
+    for c in range(4):
+        expected = average_precision_score(prediction.label_ids[:, c], prediction.predictions[:, c])
+        assert metrics[f"eval_ap_class_{c}"] == pytest.approx(expected)
+    assert metrics["eval_mean_average_precision"] == pytest.approx(
+        np.mean([metrics[f"eval_ap_class_{c}"] for c in range(4)])
+    )
+    assert "eval_ap_few" in metrics and "eval_accuracy" not in metrics
+    batched = _trainer(tmp_path / "b", max_steps=4, batch_eval_metrics=True, per_device_eval_batch_size=5)
+    batched.train()
+    assert batched.evaluate()["eval_mean_average_precision"] == pytest.approx(metrics["eval_mean_average_precision"])
+
+
+def test_average_precision_matches_scikit_learn():
+    generator = torch.Generator().manual_seed(1)
+    scores = torch.randn(50, 3, generator=generator)
+    targets = (torch.rand(50, 3, generator=generator) < 0.3).float()
+    expected = [average_precision_score(targets[:, c].numpy(), scores[:, c].numpy()) for c in range(3)]
+    assert average_precision(scores, targets).tolist() == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("base_loss", ["focal", "ldam"])
+def test_multi_label_refuses_losses_it_does_not_define(tmp_path, base_loss):
+    with pytest.raises(ValueError, match='semscale_base_loss="ce"'):
+        _trainer(tmp_path, semscale_base_loss=base_loss)
+
+
+def test_the_measure_only_callback_pools_every_positive_class(tmp_path):
+    data = multi_hot_digits()
+    args = TrainingArguments(output_dir=str(tmp_path), **{**TRAINER_DEFAULTS, "max_steps": 6})
+    trainer = Trainer(model=multi_label_vit(), args=args, train_dataset=data)
+    callback = SemScaleCallback.attach(trainer, warmup_steps=6)
+    trainer.train()
+    assert callback.balancer.pool.counts.tolist() == count_positives(data, 4)
