@@ -4,9 +4,17 @@ Nothing under this folder imports a Hugging Face library (`tests/core/test_bound
 """
 
 from ._validation import IGNORE_INDEX, parse_alpha
-from .balancer import POOL_FILE, STATE_FILE, SemScaleBalancer
-from .capture import FeatureCapture, find_classifier_head
-from .losses import BASE_LOSSES, class_weighted_loss, focal_loss, ldam_loss, ldam_margins, weighted_cross_entropy
+from .balancer import POOL_FILE, STATE_FILE, TOKEN_POOL_MAX_PER_CLASS, SemScaleBalancer
+from .capture import FeatureCapture, find_classifier_head, is_token_classifier
+from .losses import (
+    BASE_LOSSES,
+    class_weighted_loss,
+    focal_loss,
+    ldam_loss,
+    ldam_margins,
+    multi_label_weighted_loss,
+    weighted_cross_entropy,
+)
 from .moments import (
     ClassMoments,
     init_moments,
@@ -33,6 +41,7 @@ __all__ = [
     "IGNORE_INDEX",
     "POOL_FILE",
     "STATE_FILE",
+    "TOKEN_POOL_MAX_PER_CLASS",
     "WEIGHTINGS",
     "ClassMoments",
     "FeatureCapture",
@@ -48,10 +57,12 @@ __all__ = [
     "focal_loss",
     "init_moments",
     "inverse_frequency_weights",
+    "is_token_classifier",
     "ldam_loss",
     "ldam_margins",
     "merge_moments",
     "moments_from_features",
+    "multi_label_weighted_loss",
     "parse_alpha",
     "scales_from_moments",
     "scales_to_weights",
