@@ -93,7 +93,7 @@ def count_positives(dataset: Any, num_classes: int, *, label_column: str | None 
         if column is None or column not in names:
             raise ValueError(f"column {label_column or 'labels'!r} not found; the dataset has columns {names}")
         array = dataset.select_columns([column]).with_format("arrow")[:][column]
-        values = pc.list_flatten(array).to_numpy(zero_copy_only=False) if pa.types.is_list(array.type) else None
+        values = pc.list_flatten(array).to_numpy(zero_copy_only=False) if _is_list(array.type) else None
         rows = len(array)
     else:
         column = label_column or "labels"
@@ -118,7 +118,7 @@ def read_labels(dataset: Any, label_column: str | None = None) -> tuple[np.ndarr
                 "column's name (or class_counts=[...] to the trainer)"
             )
         array = dataset.select_columns([column]).with_format("arrow")[:][column]
-        while pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+        while _is_list(array.type):
             array = pc.list_flatten(array)  # tags of every token, in order
         labels = array.to_numpy(zero_copy_only=False)
         feature = dataset.features[column]
@@ -143,6 +143,11 @@ def check_label_range(labels: np.ndarray, num_classes: int, column: str) -> None
             f"{labels.max()} (outside that range); remove unlabelled rows (-1) or pass the right num_classes (the "
             "model's num_labels)"
         )
+
+
+def _is_list(arrow_type: pa.DataType) -> bool:
+    types = pa.types
+    return types.is_list(arrow_type) or types.is_large_list(arrow_type) or types.is_fixed_size_list(arrow_type)
 
 
 def _item_value(item: Any, label_column: str | None) -> Any:

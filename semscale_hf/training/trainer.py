@@ -424,7 +424,7 @@ _NO_LOSS_FUNC = (
 
 
 def _megabytes(pool: Any, dim: int) -> float:
-    return int(pool.capacities.sum()) * dim * torch.empty((), dtype=pool.dtype).element_size() / 1e6
+    return int(pool.capacities.sum()) * dim * pool.dtype.itemsize / 1e6
 
 
 def _id2label(model: nn.Module) -> list[str] | None:
@@ -433,7 +433,7 @@ def _id2label(model: nn.Module) -> list[str] | None:
 
 
 def _num_labels(model: nn.Module | None) -> int:
-    """`config.num_labels` of a single-label classification model; a clear error for any other task."""
+    """`config.num_labels` of a classification model; a clear error for regression and unknown problem types."""
     config = getattr(model, "config", None)
     num_labels = getattr(config, "num_labels", None)
     if not isinstance(num_labels, int) or num_labels < 2:

@@ -4,7 +4,7 @@ import datasets
 import pytest
 import torch
 
-from semscale_hf.data import count_labels
+from semscale_hf.data import count_labels, count_positives
 
 
 def test_dataset_column_and_plain_items_count_the_same():
@@ -33,3 +33,34 @@ def test_bad_labels_name_the_column_and_what_to_pass():
         count_labels(datasets.Dataset.from_dict({"y": [0, 1]}), 2)
     with pytest.raises(ValueError, match="class_counts"):
         count_labels([{"y": 0}], 2)
+
+
+@pytest.mark.parametrize("length", [-1, 3])  # a list column, and a fixed-length one (Arrow fixed_size_list)
+def test_token_label_lists_count_per_token(length):
+    rows = [[0, -100, 2], [2, 2, -100]]
+    features = datasets.Features({"labels": datasets.Sequence(datasets.Value("int64"), length=length)})
+    dataset = datasets.Dataset.from_dict({"labels": rows}, features=features)
+    assert count_labels(dataset, 3, ignore_index=-100) == [1, 0, 3]
+    assert count_labels([{"labels": torch.tensor(r)} for r in rows], 3, ignore_index=-100) == [1, 0, 3]
+    tags = datasets.Features({"ner_tags": datasets.Sequence(datasets.ClassLabel(names=["O", "B-X", "I-X", "B-Y"]))})
+    named = datasets.Dataset.from_dict({"ner_tags": [[0, 1, 2], [0]]}, features=tags)
+    assert count_labels(named, label_column="ner_tags") == [2, 1, 1, 0]  # the ClassLabel inside gives 4 classes
+
+
+@pytest.mark.parametrize("length", [-1, 3])
+def test_multi_hot_vectors_count_positives_per_class(length):
+    rows = [[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]]
+    features = datasets.Features({"labels": datasets.Sequence(datasets.Value("float32"), length=length)})
+    dataset = datasets.Dataset.from_dict({"labels": rows}, features=features)
+    assert count_positives(dataset, 3) == [1, 0, 2]
+    assert count_positives([{"labels": torch.tensor(r)} for r in rows], 3) == [1, 0, 2]
+    with pytest.raises(ValueError, match="multi-hot vector of length 4"):
+        count_positives(dataset, 4)
+
+
+def test_a_stream_is_never_read_to_count_it():
+    stream = datasets.Dataset.from_dict({"labels": [0, 1]}).to_iterable_dataset()
+    with pytest.raises(ValueError, match="streaming"):
+        count_labels(stream, 2)
+    with pytest.raises(ValueError, match="streaming"):
+        count_positives(stream, 2)
