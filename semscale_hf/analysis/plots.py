@@ -88,9 +88,11 @@ def draw_scale_vs_accuracy(
     accuracies: list[float | None],
     groups: list[str | None] | None = None,
     path: str | os.PathLike[str] | None = None,
+    metric: str = "accuracy",
 ) -> Figure:
     """[`plot_scale_vs_accuracy`] from plain per-class lists; classes whose scale or accuracy is `None` or NaN are left
-    out. `groups` holds `"many"`, `"medium"`, `"few"` or `None` per class."""
+    out. `groups` holds `"many"`, `"medium"`, `"few"` or `None` per class; `metric` names the per-class score (e.g.
+    `"average precision"`) on the axis and in the title."""
     groups = groups if groups is not None else [None] * len(names)
     points = [
         (name, scale, accuracy, group)
@@ -120,8 +122,8 @@ def draw_scale_vs_accuracy(
         ends = [min(xs), max(xs)]
         axes.plot(ends, [slope * x + intercept for x in ends], color="black", linestyle="--", linewidth=1, label="fit")
     axes.set_xlabel("semantic scale (bits)")
-    axes.set_ylabel("per-class accuracy")
-    axes.set_title(f"Scale vs accuracy: Pearson r = {_fmt(pearson)}, Spearman ρ = {_fmt(spearman)}")
+    axes.set_ylabel(f"per-class {metric}")
+    axes.set_title(f"Scale vs {metric}: Pearson r = {_fmt(pearson)}, Spearman ρ = {_fmt(spearman)}")
     axes.grid(alpha=0.3)
     if any(point[3] for point in points) or len(points) >= 2:
         axes.legend(fontsize=8)

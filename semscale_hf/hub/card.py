@@ -53,6 +53,7 @@ _TASKS = {
     "image-classification": ("Image Classification", "AutoModelForImageClassification"),
     "text-classification": ("Text Classification", "AutoModelForSequenceClassification"),
     "audio-classification": ("Audio Classification", "AutoModelForAudioClassification"),
+    "token-classification": ("Token Classification", "AutoModelForTokenClassification"),
 }
 
 # Summary metrics of `SemScaleTrainer.evaluate()` (without the `eval_` prefix): card label and model-index type.
@@ -62,6 +63,12 @@ _EVAL_METRICS = {
     keys.group_accuracy("many"): ("Many-shot accuracy", "accuracy"),
     keys.group_accuracy("medium"): ("Medium-shot accuracy", "accuracy"),
     keys.group_accuracy("few"): ("Few-shot accuracy", "accuracy"),
+    keys.MACRO_F1: ("Macro F1", "f1"),
+    keys.ENTITY_F1: ("Entity F1 (seqeval)", "f1"),
+    keys.MEAN_AVERAGE_PRECISION: ("Mean average precision", "map"),
+    keys.group_average_precision("many"): ("Many-shot mean AP", "map"),
+    keys.group_average_precision("medium"): ("Medium-shot mean AP", "map"),
+    keys.group_average_precision("few"): ("Few-shot mean AP", "map"),
 }
 
 _MAX_TABLE_ROWS = 100
@@ -100,7 +107,10 @@ class SemScaleCardData:
         class_counts (`list[int]`): training samples per class.
         semantic_scales (`list[float]`): final scales, NaN for classes never measured.
         class_weights (`list[float]`): final class weights of the loss.
-        class_accuracies (`list[float]`, *optional*): per-class accuracy of the last evaluation (NaN: no examples).
+        class_accuracies (`list[float]`, *optional*): per-class score of the last evaluation (NaN: no examples),
+            accuracy unless `class_metric` says otherwise.
+        class_metric (`str`, *optional*, defaults to `"accuracy"`): what `class_accuracies` holds, e.g.
+            `"average precision"` for multi-label models.
         eval_metrics (`dict[str, float]`, *optional*): the last evaluation's metrics without the `eval_` prefix.
         eval_step (`int`, *optional*): global step of that evaluation.
         semscale_settings (`dict[str, Any]`, *optional*): the `semscale_*` training arguments.
@@ -123,6 +133,7 @@ class SemScaleCardData:
     semantic_scales: list[float]
     class_weights: list[float]
     class_accuracies: list[float] | None = None
+    class_metric: str = "accuracy"
     eval_metrics: dict[str, float] = field(default_factory=dict)
     eval_step: int | None = None
     semscale_settings: dict[str, Any] = field(default_factory=dict)
@@ -186,7 +197,7 @@ class SemScaleCardData:
             license=self.license,
             library_name="transformers",
             pipeline_tag=self.task,
-            metrics=["accuracy"],
+            metrics=["accuracy"] if self.class_metric == "accuracy" else None,
             tags=tags,
             eval_results=eval_results,
         )
@@ -196,7 +207,7 @@ class SemScaleCardData:
         """Why the scale-vs-accuracy plot cannot be drawn, or `None` when it can."""
         if self.class_accuracies is None:
             return (
-                "no per-class accuracy was logged (evaluate the model; per-class accuracy is logged for at most "
+                f"no per-class {self.class_metric} was logged (evaluate the model; it is logged for at most "
                 "`semscale_log_per_class_max` classes)"
             )
         if not any(math.isfinite(s) and math.isfinite(a) for s, a in zip(self.semantic_scales, self.class_accuracies)):
@@ -218,7 +229,12 @@ class SemScaleCardData:
             raise RuntimeError(f"cannot draw the scale-vs-accuracy plot: {reason}")
         # the plot of `semscale analyze`, fed with this card's values: one look for both
         draw_scale_vs_accuracy(
-            self.class_names, self.semantic_scales, self.class_accuracies, shot_groups(self.class_counts), path
+            self.class_names,
+            self.semantic_scales,
+            self.class_accuracies,
+            shot_groups(self.class_counts),
+            path,
+            metric=self.class_metric,
         )
 
     # ------------------------------------------------------------------------------------------------- render
@@ -257,6 +273,7 @@ class SemScaleCardData:
             eval_rows=self._eval_rows(),
             eval_step=self.eval_step,
             class_rows=rows,
+            class_metric=self.class_metric,
             num_classes=self.num_classes,
             imbalance_rows=self._imbalance_rows(),
             plot_file=plot_file,
@@ -309,7 +326,7 @@ class SemScaleCardData:
             ):
                 rows.append(
                     (
-                        f"Correlation of {label} with accuracy (Pearson / Spearman)",
+                        f"Correlation of {label} with {self.class_metric} (Pearson / Spearman)",
                         f"{format_number(pearson, '.3f')} / {format_number(spearman, '.3f')}",
                     )
                 )

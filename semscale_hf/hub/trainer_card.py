@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,9 @@ def card_data_from_trainer(
         dataset_split = str(one_dataset.split)
 
     num_classes = balancer.num_classes
+    multi_label = getattr(config, "problem_type", None) == "multi_label_classification"
+    class_key = keys.class_average_precision if multi_label else keys.class_accuracy
+    class_metric = "average precision" if multi_label else "accuracy"
     id2label = getattr(config, "id2label", None) or {}
     names = [str(id2label.get(c, c)) for c in range(num_classes)]
     evaluation = _last_evaluation(trainer.state.log_history)
@@ -79,6 +83,7 @@ def card_data_from_trainer(
             if key.startswith("eval_")
             and isinstance(value, (int, float))
             and not key.startswith(keys.EVAL_PREFIX + keys.class_accuracy(""))
+            and not key.startswith(keys.EVAL_PREFIX + keys.class_average_precision(""))
             and key.removeprefix("eval_") not in _SPEED_METRICS
         }
     callback = getattr(trainer, "semscale_callback", None)
@@ -100,7 +105,8 @@ def card_data_from_trainer(
         class_counts=[int(c) for c in balancer.class_counts.tolist()],
         semantic_scales=[float(s) for s in balancer.semantic_scales.tolist()],
         class_weights=[float(w) for w in balancer.class_weights.tolist()],
-        class_accuracies=class_accuracies_from_log_history(trainer.state.log_history, num_classes),
+        class_accuracies=class_accuracies_from_log_history(trainer.state.log_history, num_classes, key=class_key),
+        class_metric=class_metric,
         eval_metrics=eval_metrics,
         eval_step=None if evaluation is None else evaluation.get("step"),
         semscale_settings={
@@ -152,11 +158,12 @@ def write_model_card(trainer: Any, output_dir: str | os.PathLike | None = None, 
 
 def infer_task(model: torch.nn.Module) -> str | None:
     """Hub task of a classification model from its class: `"image-classification"`, `"text-classification"` (sequence
-    classification), `"audio-classification"`, or `None` when the class says nothing."""
+    classification), `"audio-classification"`, `"token-classification"`, or `None` when the class says nothing."""
     from transformers.models.auto.modeling_auto import (
         MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES,
         MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
         MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+        MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES,
     )
 
     name = type(model).__name__
@@ -164,6 +171,7 @@ def infer_task(model: torch.nn.Module) -> str | None:
         "image-classification": MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
         "text-classification": MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
         "audio-classification": MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES,
+        "token-classification": MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES,
     }
     for task, mapping in mappings.items():
         classes = {c for value in mapping.values() for c in ((value,) if isinstance(value, str) else value)}
@@ -174,18 +182,22 @@ def infer_task(model: torch.nn.Module) -> str | None:
         ("ForImageClassification", "image-classification"),
         ("ForSequenceClassification", "text-classification"),
         ("ForAudioClassification", "audio-classification"),
+        ("ForTokenClassification", "token-classification"),
     ):
         if name.endswith(suffix):
             return task
     return None
 
 
-def class_accuracies_from_log_history(log_history: list[dict[str, Any]], num_classes: int) -> list[float] | None:
+def class_accuracies_from_log_history(
+    log_history: list[dict[str, Any]], num_classes: int, *, key: Callable[[int], str] = keys.class_accuracy
+) -> list[float] | None:
     """Per-class accuracy of the last evaluation that logged `eval_acc_class_<c>` for every class, else `None`.
 
-    `SemScaleTrainer.evaluate()` logs these keys when there are at most `semscale_log_per_class_max` classes.
+    `SemScaleTrainer.evaluate()` logs these keys when there are at most `semscale_log_per_class_max` classes. `key`
+    picks another per-class metric, e.g. `metric_keys.class_average_precision` (multi-label).
     """
-    wanted = [keys.EVAL_PREFIX + keys.class_accuracy(c) for c in range(num_classes)]
+    wanted = [keys.EVAL_PREFIX + key(c) for c in range(num_classes)]
     for entry in reversed(log_history):
         if all(key in entry for key in wanted):
             return [float(entry[key]) for key in wanted]

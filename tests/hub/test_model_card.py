@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from _helpers.trainer_utils import digits_dataset, make_args, tiny_vit
+from _helpers.trainer_utils import digits_dataset, make_args, multi_hot_digits, multi_label_vit, tiny_vit
 from huggingface_hub import ModelCard
 from PIL import Image
-from transformers import BertConfig, BertForSequenceClassification
+from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
 
 import semscale_hf
 from semscale_hf import SemScaleTrainer
@@ -234,6 +234,7 @@ def test_task_comes_from_the_model_class():
         vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16, num_labels=3
     )
     assert infer_task(BertForSequenceClassification(config)) == "text-classification"
+    assert infer_task(BertForTokenClassification(config)) == "token-classification"
 
     class MyNetForAudioClassification(torch.nn.Module):
         pass
@@ -354,3 +355,21 @@ def test_example_card_is_valid_and_follows_the_template():
     # same sections, in the same order, as a fresh render: the example follows template changes
     headings = [line for line in card.text.splitlines() if line.startswith("#")]
     assert headings[1:] == [line for line in _report().render().text.splitlines() if line.startswith("#")][1:]
+
+
+def test_a_multi_label_card_shows_average_precision_per_class(tmp_path):
+    output_dir = tmp_path / "out"
+    data = multi_hot_digits()
+    args = make_args(output_dir, max_steps=6, eval_strategy="steps", eval_steps=6)
+    trainer = SemScaleTrainer(model=multi_label_vit(), args=args, train_dataset=data, eval_dataset=data)
+    trainer.train()
+    trainer.create_model_card(dataset="digits-multi-hot")
+    card = ModelCard.load(output_dir / "README.md")
+    last_eval = [e for e in trainer.state.log_history if "eval_mean_average_precision" in e][-1]
+    assert "| class | training samples | final scale | final weight | average precision |" in card.text
+    assert f"| Mean average precision | {last_eval['eval_mean_average_precision']:.4f} |" in card.text
+    assert "Correlation of semantic scale with average precision" in card.text
+    assert f"| {last_eval['eval_ap_class_0']:.3f} |" in card.text
+    assert "Ap class" not in card.text and card.data.metrics is None
+    names = {r.metric_name for r in card.data.eval_results}
+    assert "Mean average precision" in names and "Accuracy" not in names
