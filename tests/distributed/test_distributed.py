@@ -17,13 +17,18 @@ def _run(command, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
-def _one_and_two_processes(tmp_path, mode):
-    """Runs the script with 1 process (batch 4) and 2 (batch 2 each), checks what both modes share, returns both."""
+def _run_one_and_two(tmp_path, mode):
+    """Runs the script with 1 process (batch 4) and 2 (batch 2 each); returns both states."""
     one, two = tmp_path / "one.json", tmp_path / "two.json"
     _run([sys.executable, SCRIPT, str(one), "4", mode], tmp_path)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     _run([*torchrun, SCRIPT, str(two), "2", mode], tmp_path)
-    single, double = json.loads(one.read_text()), json.loads(two.read_text())
+    return json.loads(one.read_text()), json.loads(two.read_text())
+
+
+def _one_and_two_processes(tmp_path, mode):
+    """Runs both, checks what both modes share, returns both."""
+    single, double = _run_one_and_two(tmp_path, mode)
     assert single["world_size"] == 1 and double["world_size"] == 2
     assert double["identical_across_ranks"]
     assert double["pool_counts"] == single["pool_counts"] == [16, 10, 6, 4]
@@ -66,11 +71,7 @@ def test_even_batches_repeats_stay_out_of_the_pool(tmp_path, mode):
 def test_token_and_multi_label_tasks_two_processes_equal_one_process(tmp_path, mode):
     # token: sentences of 5 to 10 tokens, each rank's batch padded to its own longest, the gather pads across ranks;
     # multi-label: float multi-hot labels gathered and expanded to one pool row per positive class
-    one, two = tmp_path / "one.json", tmp_path / "two.json"
-    _run([sys.executable, SCRIPT, str(one), "4", mode], tmp_path)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    _run([*torchrun, SCRIPT, str(two), "2", mode], tmp_path)
-    single, double = json.loads(one.read_text()), json.loads(two.read_text())
+    single, double = _run_one_and_two(tmp_path, mode)
     assert double["world_size"] == 2 and double["identical_across_ranks"]
     assert double["pool_counts"] == single["pool_counts"] and sum(single["pool_counts"]) > 36
     assert double["refreshes"] == single["refreshes"] >= 3

@@ -9,7 +9,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _helpers.trainer_utils import TRAINER_DEFAULTS, losses, make_args, multi_hot_digits, multi_label_vit
+from _helpers.trainer_utils import (
+    ACCUMULATED,
+    EQUIVALENCE_RUN,
+    TRAINER_DEFAULTS,
+    assert_same_training,
+    losses,
+    make_args,
+    multi_hot_digits,
+    multi_label_vit,
+)
 from sklearn.metrics import average_precision_score
 from torch.nn import functional as F
 from transformers import Trainer, TrainingArguments
@@ -61,15 +70,11 @@ def test_the_loss_weights_each_class_on_both_terms_of_its_binary_problem():
 
 
 def test_multi_label_gradient_accumulation_equivalence(tmp_path):
-    common = {"max_steps": 8, "semscale_warmup_steps": 2, "semscale_refresh_steps": 2, "learning_rate": 1e-3}
-    a = _trainer(tmp_path / "a", **common)
+    a = _trainer(tmp_path / "a", **EQUIVALENCE_RUN)
     a.train()
-    b = _trainer(tmp_path / "b", per_device_train_batch_size=2, gradient_accumulation_steps=2, **common)
+    b = _trainer(tmp_path / "b", **EQUIVALENCE_RUN, **ACCUMULATED)
     b.train()
-    assert losses(a) == pytest.approx(losses(b), rel=1e-4)
-    torch.testing.assert_close(a.class_weights, b.class_weights, rtol=1e-4, atol=1e-6)
-    for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
-        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-4)
+    assert_same_training(a, b)
 
 
 def test_evaluation_reports_average_precision_per_class_and_per_shot_group(tmp_path):

@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 import torch
 from _helpers.token_data import TAGS, collate, tiny_tagger, token_dataset
-from _helpers.trainer_utils import TRAINER_DEFAULTS, losses, make_args
+from _helpers.trainer_utils import (
+    ACCUMULATED,
+    EQUIVALENCE_RUN,
+    TRAINER_DEFAULTS,
+    assert_same_training,
+    losses,
+    make_args,
+)
 from transformers import Trainer, TrainingArguments
 
 from semscale_hf import SemScaleCallback, SemScaleTrainer
@@ -76,15 +83,11 @@ def test_the_pool_of_a_token_task_is_capped_by_default(tmp_path):
 
 def test_token_gradient_accumulation_equivalence(tmp_path):
     """4 x 1 == 2 x 2: the loss divides by the labelled tokens of the whole accumulated batch."""
-    common = {"max_steps": 8, "semscale_warmup_steps": 2, "semscale_refresh_steps": 2, "learning_rate": 1e-3}
-    a = _trainer(tmp_path / "a", **common)
+    a = _trainer(tmp_path / "a", **EQUIVALENCE_RUN)
     a.train()
-    b = _trainer(tmp_path / "b", per_device_train_batch_size=2, gradient_accumulation_steps=2, **common)
+    b = _trainer(tmp_path / "b", **EQUIVALENCE_RUN, **ACCUMULATED)
     b.train()
-    assert losses(a) == pytest.approx(losses(b), rel=1e-4)
-    torch.testing.assert_close(a.class_weights, b.class_weights, rtol=1e-4, atol=1e-6)
-    for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
-        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-4)
+    assert_same_training(a, b)
 
 
 def test_token_evaluation_reports_per_tag_accuracy_macro_f1_and_entities(tmp_path):
