@@ -18,6 +18,7 @@ through `accelerator`, `model`, `train_dataset`, `state`, `args` and `log`.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -236,7 +237,7 @@ class SemScaleCallback(TrainerCallback):
         original = trainer.training_step  # the bound method of the trainer's class
 
         def training_step(model: torch.nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-            self._step_labels = inputs.get("labels") if isinstance(inputs, dict) else None
+            self._step_labels = inputs.get("labels") if isinstance(inputs, Mapping) else None  # also BatchEncoding
             try:
                 return original(model, inputs, *args, **kwargs)
             finally:

@@ -15,7 +15,14 @@ import torch
 from _helpers.trainer_utils import TRAINER_DEFAULTS, digits_dataset, make_args, tiny_vit
 from safetensors.torch import load_file
 from torch.nn import functional as F
-from transformers import AutoModelForImageClassification, Trainer, TrainerCallback, TrainingArguments
+from transformers import (
+    AutoModelForImageClassification,
+    BatchFeature,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    default_data_collator,
+)
 
 from semscale_hf import SemScaleCallback, SemScaleTrainer
 from semscale_hf.core.balancer import STATE_FILE
@@ -297,16 +304,21 @@ class _PopLabelsTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
-def _measure(trainer_class, tmp_path) -> SemScaleCallback:
+def _measure(trainer_class, tmp_path, **trainer_options) -> SemScaleCallback:
     args = TrainingArguments(output_dir=str(tmp_path), **{**TRAINER_DEFAULTS, "max_steps": 6})
-    trainer = trainer_class(model=tiny_vit(), args=args, train_dataset=digits_dataset(counts=COUNTS))
+    data = digits_dataset(counts=COUNTS)
+    trainer = trainer_class(model=tiny_vit(), args=args, train_dataset=data, **trainer_options)
     callback = SemScaleCallback.attach(trainer, warmup_steps=2, refresh_steps=3)
     trainer.train()
     return callback
 
 
-def test_the_callback_records_labels_that_compute_loss_pops(tmp_path):
-    popped = _measure(_PopLabelsTrainer, tmp_path / "pop")
+@pytest.mark.parametrize("batch_type", ["dict", "BatchFeature"])  # collators of processors return a BatchFeature
+def test_the_callback_records_labels_that_compute_loss_pops(tmp_path, batch_type):
+    options = {}
+    if batch_type == "BatchFeature":
+        options["data_collator"] = lambda rows: BatchFeature(default_data_collator(rows))
+    popped = _measure(_PopLabelsTrainer, tmp_path / "pop", **options)
     plain = _measure(Trainer, tmp_path / "plain")
     assert popped.balancer.pool.counts.tolist() == plain.balancer.pool.counts.tolist() == COUNTS
     torch.testing.assert_close(popped.balancer.semantic_scales, plain.balancer.semantic_scales)
