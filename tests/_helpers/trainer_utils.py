@@ -97,6 +97,15 @@ EQUIVALENCE_RUN = {"max_steps": 8, "semscale_warmup_steps": 2, "semscale_refresh
 ACCUMULATED = {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 2}
 
 
+def assert_accumulation_equivalence(make_trainer, tmp_path) -> None:
+    """`make_trainer(output_dir, **options)` trained 4 x 1 and 2 x 2 takes the same steps (`assert_same_training`)."""
+    a = make_trainer(tmp_path / "a", **EQUIVALENCE_RUN)
+    a.train()
+    b = make_trainer(tmp_path / "b", **EQUIVALENCE_RUN, **ACCUMULATED)
+    b.train()
+    assert_same_training(a, b)
+
+
 def assert_same_training(a, b) -> None:
     """Two trained trainers took the same steps: losses, class weights and every parameter (1e-4)."""
     assert losses(a) == pytest.approx(losses(b), rel=1e-4)

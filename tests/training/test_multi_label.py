@@ -10,10 +10,8 @@ import numpy as np
 import pytest
 import torch
 from _helpers.trainer_utils import (
-    ACCUMULATED,
-    EQUIVALENCE_RUN,
     TRAINER_DEFAULTS,
-    assert_same_training,
+    assert_accumulation_equivalence,
     losses,
     make_args,
     multi_hot_digits,
@@ -70,11 +68,7 @@ def test_the_loss_weights_each_class_on_both_terms_of_its_binary_problem():
 
 
 def test_multi_label_gradient_accumulation_equivalence(tmp_path):
-    a = _trainer(tmp_path / "a", **EQUIVALENCE_RUN)
-    a.train()
-    b = _trainer(tmp_path / "b", **EQUIVALENCE_RUN, **ACCUMULATED)
-    b.train()
-    assert_same_training(a, b)
+    assert_accumulation_equivalence(_trainer, tmp_path)
 
 
 def test_evaluation_reports_average_precision_per_class_and_per_shot_group(tmp_path):

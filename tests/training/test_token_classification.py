@@ -14,10 +14,8 @@ import pytest
 import torch
 from _helpers.token_data import TAGS, collate, tiny_tagger, token_dataset
 from _helpers.trainer_utils import (
-    ACCUMULATED,
-    EQUIVALENCE_RUN,
     TRAINER_DEFAULTS,
-    assert_same_training,
+    assert_accumulation_equivalence,
     losses,
     make_args,
 )
@@ -83,11 +81,7 @@ def test_the_pool_of_a_token_task_is_capped_by_default(tmp_path):
 
 def test_token_gradient_accumulation_equivalence(tmp_path):
     """4 x 1 == 2 x 2: the loss divides by the labelled tokens of the whole accumulated batch."""
-    a = _trainer(tmp_path / "a", **EQUIVALENCE_RUN)
-    a.train()
-    b = _trainer(tmp_path / "b", **EQUIVALENCE_RUN, **ACCUMULATED)
-    b.train()
-    assert_same_training(a, b)
+    assert_accumulation_equivalence(_trainer, tmp_path)
 
 
 def test_token_evaluation_reports_per_tag_accuracy_macro_f1_and_entities(tmp_path):
