@@ -80,8 +80,15 @@ def main() -> None:
             }
             with open(output, "w") as handle:
                 json.dump(state, handle)
-        trainer.end()  # destroys the process group: avoids a flaky abort at exit
+        trainer.end()  # destroys the process group (see below for what it does not cover)
 
 
 if __name__ == "__main__":
     main()
+    # Leave without the interpreter's teardown. Even after `trainer.end()` destroyed the process group, gloo's
+    # native threads can still abort a rank at exit ("terminate called without an active exception", SIGABRT; seen
+    # once in CI after every result was written), which would fail the test for a teardown fault of torch's, not a
+    # result of ours. Any error before this line still exits non-zero.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
