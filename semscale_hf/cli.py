@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"semscale-hf {__version__}")
         return 0
+    if argv and argv[0].replace("_", "-") in COMMANDS:  # `install_metric` as well as `install-metric`
+        argv[0] = argv[0].replace("_", "-")
     if not argv or argv[0] in {"-h", "--help"} or argv[0] not in COMMANDS:
         lines = [
             "usage: semscale [--version] COMMAND [options]   (semscale COMMAND --help for its options)",

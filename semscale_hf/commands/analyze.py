@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from ..core._validation import parse_alpha
+from ._options import dashed_options
 
 
 __all__ = ["analyze_main", "build_analyze_parser", "run_analyze"]
@@ -97,17 +98,6 @@ def analyze_main(argv: list[str] | None = None) -> int:
     parser = build_analyze_parser()
     args = parser.parse_args(dashed_options(sys.argv[1:] if argv is None else argv))
     return run_analyze(args, parser)
-
-
-def dashed_options(argv: list[str]) -> list[str]:
-    """`--output_dir x` and `--output_dir=x` as `--output-dir`: both styles work, as with `HfArgumentParser`."""
-    converted = []
-    for arg in argv:
-        if arg.startswith("--"):
-            name, sep, value = arg.partition("=")
-            arg = name.replace("_", "-") + sep + value
-        converted.append(arg)
-    return converted
 
 
 def run_analyze(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> int:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..metrics.loading import METRIC_NAME, register_evaluate_module
+from ._options import dashed_options
 
 
 __all__ = ["build_install_metric_parser", "install_metric_main", "run_install_metric"]
@@ -29,7 +31,7 @@ def build_install_metric_parser(parser: argparse.ArgumentParser | None = None) -
 
 def install_metric_main(argv: list[str] | None = None) -> int:
     """Entry point of `semscale install-metric`; returns the exit code."""
-    args = build_install_metric_parser().parse_args(argv)
+    args = build_install_metric_parser().parse_args(dashed_options(sys.argv[1:] if argv is None else argv))
     return run_install_metric(args)
 
 
