@@ -103,6 +103,7 @@ def train_one(demo: DemoArguments, args: SemScaleTrainingArguments, splits) -> t
         trainer.remove_callback(PrinterCallback)
     trainer.train()
     metrics = trainer.evaluate()
+    trainer.save_state()  # trainer_state.json: the log history (every refresh's per-class values) outlives the run
     return trainer, metrics
 
 
@@ -158,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     print(per_class_table(trainer, metrics))
     print(comparison_table(results))
     print(
-        f"\nsaved to {args.output_dir}; per-class report and plots: semscale analyze --model {args.output_dir} "
-        f"--dataset digits --imbalance-factor {demo.imbalance_factor:g} --output-dir {args.output_dir}-report"
+        f"\nsaved to {args.output_dir} (every logged value of the run: trainer_state.json); per-class report and "
+        f"plots: semscale analyze --model {args.output_dir} --dataset digits --imbalance-factor "
+        f"{demo.imbalance_factor:g} --output-dir {args.output_dir}-report"
     )
     return 0
 

@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -17,16 +18,21 @@ def test_demo_runs_end_to_end_on_tiny_settings(tmp_path, capsys):
         "--semscale_refresh_steps=2",
         "--imbalance_factor=20",
     ]
-    assert demo_main([*argv, "--compare_baseline=false"]) == 0
+    assert demo_main(argv) == 0  # with the plain-CE comparison (on by default)
     captured = capsys.readouterr()
     out = captured.out
     assert "imbalance factor 20 (exp)" in out
     assert "| class | train count | semantic scale | weight | test accuracy |" in out
-    assert "| semantic_scale |" in out and "plain CE" not in out
-    assert out.count("\n| ") >= 13  # header + 10 classes + comparison rows
-    # the console has the Trainer's progress bar and the summary, not the raw log dicts of every refresh
+    assert "| semantic_scale |" in out and "| none (plain CE) |" in out
+    assert out.count("\n| ") >= 14  # header + 10 classes, header + both comparison rows
+    # the console has the Trainer's progress bars and the summary, not the raw log dicts of every refresh ...
     assert "4/4" in captured.err
     assert "semscale/" not in out + captured.err and "{'loss'" not in out + captured.err
+    # ... which are kept in the log history on disk, per-class values included
+    history = json.loads((tmp_path / "trainer_state.json").read_text())["log_history"]
+    refreshes = [entry for entry in history if "semscale/refreshes" in entry]
+    assert len(refreshes) == 2 and all("semscale/weight/0" in entry for entry in refreshes)
+    assert (tmp_path.parent / f"{tmp_path.name}-baseline" / "trainer_state.json").is_file()
 
 
 def test_demo_help_says_what_it_does_then_lists_its_own_options_first(capsys):
@@ -53,3 +59,13 @@ def test_cli_lists_commands_rejects_unknown_and_prints_its_version(capsys):
         [sys.executable, "-m", "semscale_hf", "--version"], capture_output=True, text=True, check=True
     )
     assert module.stdout.strip() == f"semscale-hf {__version__}"
+
+
+def test_every_command_takes_underscores_and_dashes(tmp_path, capsys):
+    # install-metric took only `--modules-cache`; the command name works in both spellings too
+    for command, option in [("install-metric", "--modules_cache"), ("install_metric", "--modules-cache=")]:
+        cache = tmp_path / command
+        argv = [command, f"{option}{cache}"] if option.endswith("=") else [command, option, str(cache)]
+        assert cli_main(argv) == 0
+        assert str(cache) in capsys.readouterr().out
+        assert list(cache.rglob("semantic_scale.py"))
