@@ -97,6 +97,7 @@ class SemScaleCallback(TrainerCallback):
         self._labels: torch.Tensor | None = None
         self._step_labels: torch.Tensor | None = None  # labels of the batch in training_step (measure-only mode)
         self._checked_through = 0  # global step up to which rows left out of the pool were reported
+        self._train_start_step = 0  # global step at which this train() began (or resumed)
         self._warned_empty = False
 
     def use(
@@ -115,6 +116,8 @@ class SemScaleCallback(TrainerCallback):
     def attach(cls, trainer: Trainer, **kwargs: Any) -> SemScaleCallback:
         """Creates a measure-only callback, links it to `trainer` and adds it: the one-line way for a plain Trainer."""
         callback = cls(**kwargs)
+        if callback.class_counts is None:  # known now: fail here rather than at train()
+            _require_counts_for_stream(trainer.train_dataset)
         callback.trainer = trainer
         trainer.add_callback(callback)
         return callback
@@ -134,7 +137,7 @@ class SemScaleCallback(TrainerCallback):
             warmup_steps=self.warmup_steps,
             refresh_steps=self.refresh_steps,
         )
-        self._checked_through = state.global_step
+        self._checked_through = self._train_start_step = state.global_step
         if self.balancer.restart_warmup:  # resumed from a checkpoint without semscale state
             self.balancer.warmup_start_step, self.balancer.restart_warmup = state.global_step, False
         if self.balancer.num_refreshes == 0 and self.warmup_total == 0:
@@ -180,7 +183,9 @@ class SemScaleCallback(TrainerCallback):
 
     def _refresh(self, step: int, control: TrainerControl) -> None:
         balancer = self.balancer
-        if not self._warned_empty and int(balancer.pool.counts.sum()) == 0:
+        # a refresh before the first step (warm-up 0) finds the pool empty by design: only later ones say so
+        stepped = step > self._train_start_step
+        if stepped and not self._warned_empty and int(balancer.pool.counts.sum()) == 0:
             self._warned_empty = True
             logger.warning(
                 f"the refresh at step {step} found an empty feature pool: no training batch reached the pool (no "
@@ -205,12 +210,8 @@ class SemScaleCallback(TrainerCallback):
         else:
             counts = self.class_counts
             if counts is None:
-                if is_streaming(self.trainer.train_dataset):
-                    raise ValueError(
-                        "the train set is an iterable (streaming) dataset: pass class_counts=[...] to "
-                        "SemScaleCallback.attach (a stream is never read to count it)"
-                    )
                 dataset = self.trainer.train_dataset
+                _require_counts_for_stream(dataset)  # (the dataset may have changed since attach)
                 if getattr(model.config, "problem_type", None) == "multi_label_classification":
                     counts = count_positives(dataset, num_labels)  # positives per class of the multi-hot labels
                 else:
@@ -274,6 +275,14 @@ class _InstanceAttribute:
 
     def remove(self) -> None:
         self.owner.__dict__.pop(self.name, None)
+
+
+def _require_counts_for_stream(dataset: Any) -> None:
+    if dataset is not None and is_streaming(dataset):
+        raise ValueError(
+            "the train set is an iterable (streaming) dataset: pass class_counts=[...] to SemScaleCallback.attach "
+            "(a stream is never read to count it)"
+        )
 
 
 def _label_names(model: torch.nn.Module) -> list[str] | None:

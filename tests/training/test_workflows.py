@@ -92,9 +92,8 @@ def test_the_measure_only_callback_needs_class_counts_for_a_stream(tmp_path):
     stream = digits_dataset(counts=COUNTS).to_iterable_dataset()
     args = TrainingArguments(output_dir=str(tmp_path), **{**TRAINER_DEFAULTS, "max_steps": 2})
     trainer = Trainer(model=tiny_vit(), args=args, train_dataset=stream)
-    SemScaleCallback.attach(trainer)
-    with pytest.raises(ValueError, match="iterable .*pass class_counts"):
-        trainer.train()
+    with pytest.raises(ValueError, match="iterable .*pass class_counts"):  # at attach, before any training
+        SemScaleCallback.attach(trainer)
     trainer = Trainer(model=tiny_vit(), args=args, train_dataset=stream)
     callback = SemScaleCallback.attach(trainer, class_counts=COUNTS, warmup_steps=1, refresh_steps=1)
     trainer.train()
@@ -336,3 +335,17 @@ def test_a_refresh_on_an_empty_pool_warns_once(tmp_path, caplog):
         callback = _measure(_HeadlessLossTrainer, tmp_path)
     assert callback.balancer.num_refreshes == 2
     assert caplog.text.count("found an empty feature pool") == 1
+
+
+def test_a_refresh_before_the_first_step_does_not_warn_of_an_empty_pool(tmp_path, caplog):
+    # warm-up 0 measures at step 0, before any batch could reach the pool: no warning, and a genuinely empty pool
+    # later still gets its one warning
+    for trainer_class, expected in [(Trainer, 0), (_HeadlessLossTrainer, 1)]:
+        args = TrainingArguments(output_dir=str(tmp_path), **{**TRAINER_DEFAULTS, "max_steps": 4})
+        trainer = trainer_class(model=tiny_vit(), args=args, train_dataset=digits_dataset(counts=COUNTS))
+        callback = SemScaleCallback.attach(trainer, warmup_steps=0, refresh_steps=2)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="semscale_hf.training.callback"):
+            trainer.train()
+        assert callback.balancer.num_refreshes == 3  # steps 0, 2 and 4
+        assert caplog.text.count("found an empty feature pool") == expected, trainer_class
