@@ -47,6 +47,7 @@ def test_torch_compile(tmp_path):
     args = _args(tmp_path, torch_compile=True, torch_compile_backend="aot_eager")
     trainer = SemScaleTrainer(model=tiny_vit(), args=args, train_dataset=digits_dataset(counts=COUNTS))
     trainer.train()
+    assert isinstance(trainer.model_wrapped, torch._dynamo.eval_frame.OptimizedModule)  # compiled, hook and all
     _assert_refreshed(trainer)
 
 

@@ -121,11 +121,12 @@ def test_model_init_hooks_the_model_that_train_builds(tmp_path):
 
 class _TrialStart(TrainerCallback):
     def __init__(self, trainer) -> None:
-        self.trainer, self.seen = trainer, []
+        self.trainer, self.seen, self.suggested = trainer, [], []
 
     def on_train_begin(self, args, state, control, **kwargs):
         balancer = self.trainer.balancer
         self.seen.append((int(balancer.pool.counts.sum()), balancer.stage, balancer.power, args.learning_rate))
+        self.suggested.append(dict(state.trial_params))  # what the search drew for this trial
 
 
 def test_hyperparameter_search_gives_every_trial_a_fresh_pool_and_its_own_semscale_options(tmp_path):
@@ -150,9 +151,9 @@ def test_hyperparameter_search_gives_every_trial_a_fresh_pool_and_its_own_semsca
         compute_objective=lambda m: m["eval_loss"],
     )
     assert len(trial_start.seen) == 2
-    for (pooled, stage, power, learning_rate), trial in zip(trial_start.seen, ("first", "second"), strict=True):
-        assert (pooled, stage) == (0, "warmup"), trial
-        assert power in (0.5, -1.0) and 1e-3 <= learning_rate <= 1e-2
+    for (pooled, stage, power, learning_rate), params in zip(trial_start.seen, trial_start.suggested, strict=True):
+        assert (pooled, stage) == (0, "warmup"), params
+        assert power == params["semscale_power"] and learning_rate == params["learning_rate"]
     assert best.run_id is not None and {"learning_rate", "semscale_power"} <= set(best.hyperparameters)
 
 
