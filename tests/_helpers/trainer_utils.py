@@ -7,7 +7,7 @@ import pytest
 import torch
 from datasets import Dataset
 from sklearn.datasets import load_digits
-from transformers import AutoModelForImageClassification, ViTConfig
+from transformers import AutoModelForImageClassification, TrainingArguments, ViTConfig
 
 from semscale_hf import SemScaleTrainingArguments
 
@@ -86,6 +86,23 @@ def make_args(output_dir, **overrides) -> SemScaleTrainingArguments:
         "semscale_refresh_steps": 3,
     }
     return SemScaleTrainingArguments(output_dir=str(output_dir), **{**TRAINER_DEFAULTS, **defaults, **overrides})
+
+
+def plain_args(output_dir, **overrides) -> TrainingArguments:
+    """Arguments of a plain `Trainer` that match `make_args` (constant learning rate)."""
+    return TrainingArguments(
+        output_dir=str(output_dir), **{**TRAINER_DEFAULTS, "lr_scheduler_type": "constant", **overrides}
+    )
+
+
+def assert_trains_like_trainer(ours, plain) -> None:
+    """Trains both: an unweighted `SemScaleTrainer` takes the same steps as a plain `Trainer` (losses, parameters)."""
+    plain.train()
+    ours.train()
+    assert len(losses(plain)) >= 4
+    assert losses(ours) == pytest.approx(losses(plain), rel=1e-5)
+    for p, q in zip(plain.model.parameters(), ours.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
 
 
 def losses(trainer) -> list[float]:

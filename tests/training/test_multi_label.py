@@ -12,10 +12,12 @@ import torch
 from _helpers.trainer_utils import (
     TRAINER_DEFAULTS,
     assert_accumulation_equivalence,
+    assert_trains_like_trainer,
     losses,
     make_args,
     multi_hot_digits,
     multi_label_vit,
+    plain_args,
 )
 from sklearn.metrics import average_precision_score
 from torch.nn import functional as F
@@ -65,6 +67,29 @@ def test_the_loss_weights_each_class_on_both_terms_of_its_binary_problem():
         multi_label_weighted_loss(logits[s], targets[s], weights, num_items=24) for s in (slice(3), slice(3, 6))
     )
     assert halves == pytest.approx(float((terms * weights).mean()))  # micro-batches add up with the global count
+
+
+def test_unweighted_multi_label_trains_exactly_like_trainer(tmp_path):
+    """With weights 1 the loss is ViT's own BCEWithLogitsLoss: the mean over every (example, class) term."""
+    plain = Trainer(
+        model=multi_label_vit(), args=plain_args(tmp_path / "plain", max_steps=6), train_dataset=multi_hot_digits()
+    )
+    assert_trains_like_trainer(_trainer(tmp_path / "ours", semscale_weighting="none"), plain)
+
+
+def test_the_training_loss_weights_each_class_and_divides_by_the_number_of_terms(tmp_path):
+    trainer = _trainer(tmp_path)
+    weights = torch.tensor([0.5, 1.0, 1.5, 3.0], dtype=torch.float64)
+    trainer.balancer.class_weights, trainer.balancer.stage = weights, "balanced"  # as after a refresh
+    batch = {key: torch.stack([trainer.train_dataset[i][key] for i in range(6)]) for key in ("pixel_values", "labels")}
+    model = trainer.model.train()
+    loss = trainer.compute_loss(model, batch, num_items_in_batch=torch.tensor(batch["labels"].numel()))
+    with torch.no_grad():
+        logits = model(pixel_values=batch["pixel_values"]).logits.double()
+    terms = F.binary_cross_entropy_with_logits(logits, batch["labels"].double(), reduction="none")
+    expected = float((terms * weights).sum() / terms.numel())
+    assert expected != pytest.approx(float(terms.mean()), rel=1e-3)  # the weights matter on this batch
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
 
 
 def test_multi_label_gradient_accumulation_equivalence(tmp_path):

@@ -16,9 +16,12 @@ from _helpers.token_data import TAGS, collate, tiny_tagger, token_dataset
 from _helpers.trainer_utils import (
     TRAINER_DEFAULTS,
     assert_accumulation_equivalence,
+    assert_trains_like_trainer,
     losses,
     make_args,
+    plain_args,
 )
+from torch.nn import functional as F
 from transformers import Trainer, TrainingArguments
 
 from semscale_hf import SemScaleCallback, SemScaleTrainer
@@ -77,6 +80,37 @@ def test_the_pool_of_a_token_task_is_capped_by_default(tmp_path):
         train_dataset=data, class_counts=counts, data_collator=collate,
     )  # fmt: skip
     assert explicit.balancer.pool.capacities.tolist() == [100, 100, 100, 100, 50]
+
+
+def test_an_unweighted_tagger_trains_exactly_like_trainer(tmp_path):
+    """With weights 1 the loss is BERT's own: the mean cross-entropy over the labelled tokens of the batch."""
+    data = token_dataset()
+    plain = Trainer(
+        model=tiny_tagger(), args=plain_args(tmp_path / "plain", max_steps=6, remove_unused_columns=False),
+        train_dataset=data, data_collator=collate,
+    )  # fmt: skip
+    assert_trains_like_trainer(_trainer(tmp_path / "ours", data, semscale_weighting="none"), plain)
+
+
+def test_the_token_loss_is_the_weighted_sum_over_labelled_tokens_divided_by_their_count(tmp_path):
+    trainer = _trainer(tmp_path)
+    weights = torch.tensor([0.5, 1.0, 1.5, 2.0, 3.0], dtype=torch.float64)
+    trainer.balancer.class_weights, trainer.balancer.stage = weights, "balanced"  # as after a refresh
+    batch = collate([trainer.train_dataset[i] for i in range(4)])
+    model = trainer.model.train()
+    count = batch["labels"].ne(-100).sum()
+    loss = trainer.compute_loss(model, batch, num_items_in_batch=count)
+    trainer.current_gradient_accumulation_steps = 2  # without Trainer's count: this batch's tokens x 2
+    loss_without_count = trainer.compute_loss(model, batch)
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.double()
+    labels = batch["labels"].reshape(-1)
+    kept = labels != -100
+    ce = F.cross_entropy(logits.reshape(-1, len(TAGS))[kept], labels[kept], reduction="none")
+    expected = float((weights[labels[kept]] * ce).sum() / kept.sum())
+    assert expected != pytest.approx(float(ce.mean()), rel=1e-3)  # the weights matter on this batch
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    assert float(loss_without_count) == pytest.approx(expected / 2, rel=1e-5)
 
 
 def test_token_gradient_accumulation_equivalence(tmp_path):
