@@ -130,3 +130,36 @@ def assert_same_training(a, b) -> None:
     for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
         # Adam normalises near-zero gradients, so float32 rounding noise shows up at ~1e-5 in a few entries
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-4)
+
+
+class HeadInputs:
+    """Our own record of each training step: the classification head's input (own hook) and the batch's labels.
+
+    What the feature pool must hold, row for row, to check that every pooled feature sits with its own label.
+    """
+
+    def __init__(self, trainer, head: torch.nn.Module) -> None:
+        self.features: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] = []
+        self.handle = head.register_forward_pre_hook(self._hook)
+        original = trainer.training_step
+
+        def training_step(model, inputs, *args, **kwargs):
+            self.labels.append(inputs["labels"].detach().clone())
+            return original(model, inputs, *args, **kwargs)
+
+        trainer.training_step = training_step
+
+    def _hook(self, module, args) -> None:
+        if module.training:
+            self.features.append(args[0].detach().clone())
+
+    def rows_of(self, class_id: int, multi_label: bool = False) -> torch.Tensor:
+        """Head inputs of the tokens tagged `class_id` (or of the examples positive for it), in training order."""
+        rows = []
+        for features, labels in zip(self.features, self.labels, strict=True):
+            if multi_label:
+                rows.append(features[labels[:, class_id] > 0.5])
+            else:
+                rows.append(features.reshape(-1, features.shape[-1])[labels.reshape(-1) == class_id])
+        return torch.cat(rows)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from _helpers.trainer_utils import (
     TRAINER_DEFAULTS,
+    HeadInputs,
     assert_accumulation_equivalence,
     assert_trains_like_trainer,
     losses,
@@ -53,6 +54,25 @@ def test_every_example_enters_the_pool_of_each_positive_class(tmp_path):
     assert trainer.balancer.num_refreshes == 2 and torch.isfinite(trainer.semantic_scales).all()
     assert not torch.equal(trainer.class_weights, torch.ones(4, dtype=torch.float64))
     assert all(np.isfinite(losses(trainer)))
+
+
+@pytest.mark.parametrize("mode", ["trainer", "callback"])
+def test_every_pooled_feature_is_the_head_input_of_an_example_positive_for_its_class(tmp_path, mode):
+    if mode == "trainer":
+        trainer = _trainer(tmp_path, max_steps=3)
+    else:
+        trainer = Trainer(
+            model=multi_label_vit(), args=plain_args(tmp_path, max_steps=3), train_dataset=multi_hot_digits()
+        )
+        callback = SemScaleCallback.attach(trainer, warmup_steps=6)
+    seen = HeadInputs(trainer, trainer.model.classifier)
+    trainer.train()
+    pool = (trainer if mode == "trainer" else callback).balancer.pool
+    assert len(seen.features) == 3
+    for c in range(4):
+        expected = seen.rows_of(c, multi_label=True)
+        assert expected.shape[0] > 0, c
+        assert torch.equal(pool.class_features(c), expected), c  # same examples, same order
 
 
 def test_the_loss_weights_each_class_on_both_terms_of_its_binary_problem():

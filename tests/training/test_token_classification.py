@@ -15,6 +15,7 @@ import torch
 from _helpers.token_data import TAGS, collate, tiny_tagger, token_dataset
 from _helpers.trainer_utils import (
     TRAINER_DEFAULTS,
+    HeadInputs,
     assert_accumulation_equivalence,
     assert_trains_like_trainer,
     losses,
@@ -64,6 +65,25 @@ def test_a_tagger_trains_with_one_pool_row_per_labelled_token(tmp_path, caplog):
     assert trainer.balancer.num_refreshes == 2 and torch.isfinite(trainer.semantic_scales).all()
     assert not torch.equal(trainer.class_weights, torch.ones(len(TAGS), dtype=torch.float64))
     assert all(np.isfinite(losses(trainer)))
+
+
+@pytest.mark.parametrize("mode", ["trainer", "callback"])
+def test_every_pooled_token_feature_is_the_head_input_at_a_token_of_its_tag(tmp_path, mode):
+    data = token_dataset()
+    if mode == "trainer":
+        trainer = _trainer(tmp_path, data, max_steps=2)
+    else:
+        args = plain_args(tmp_path, max_steps=2, remove_unused_columns=False)
+        trainer = Trainer(model=tiny_tagger(), args=args, train_dataset=data, data_collator=collate)
+        callback = SemScaleCallback.attach(trainer, warmup_steps=6)
+    seen = HeadInputs(trainer, trainer.model.classifier)
+    trainer.train()
+    pool = (trainer if mode == "trainer" else callback).balancer.pool
+    assert len(seen.features) == 2
+    for tag in range(len(TAGS)):
+        expected = seen.rows_of(tag)
+        assert expected.shape[0] > 0, tag
+        assert torch.equal(pool.class_features(tag), expected), tag  # same tokens, same order
 
 
 def test_the_pool_of_a_token_task_is_capped_by_default(tmp_path):
