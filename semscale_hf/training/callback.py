@@ -224,6 +224,7 @@ class SemScaleCallback(TrainerCallback):
             self._capture = FeatureCapture(
                 model, num_labels, self.feature_module, per_token=is_token_classifier(model)
             )
+            self._multi_label = getattr(model.config, "problem_type", None) == "multi_label_classification"
             # The head hook sees features but not labels: read the labels from the model call's keyword arguments,
             # or else from the batch handed to training_step (a compute_loss may pop them), and pair both once the
             # forward pass has finished.
@@ -256,7 +257,7 @@ class SemScaleCallback(TrainerCallback):
         labels, self._labels = self._labels, None
         if labels is None or features is None or labels.shape[:1] != features.shape[:1]:
             return
-        record_batch(self.balancer, self.trainer.accelerator, features, labels)
+        record_batch(self.balancer, self.trainer.accelerator, features, labels, multi_label=self._multi_label)
 
     def _stop_measuring(self) -> None:
         for hook in self._hooks:

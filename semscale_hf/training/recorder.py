@@ -29,17 +29,24 @@ __all__ = ["check_recorded", "record_batch"]
 
 
 def record_batch(
-    balancer: SemScaleBalancer, accelerator: Accelerator, features: torch.Tensor, labels: torch.Tensor
+    balancer: SemScaleBalancer,
+    accelerator: Accelerator,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    multi_label: bool,
 ) -> None:
     """Adds one micro-batch to the pool; under several processes every rank adds every rank's batch, in rank order.
 
     Read it while the micro-batch is current (the even-batches repeats are found from the dataloader's state). A token
     batch (features `(batch, tokens, dim)`, labels `(batch, tokens)`) enters as one row per token; the -100 rows
-    (special tokens, sub-words, padding) are skipped by the pool.
+    (special tokens, sub-words, padding) are skipped by the pool. `multi_label` (the model's
+    `problem_type="multi_label_classification"`) reads labels `(batch, num_classes)` as multi-hot vectors, float or
+    integer.
     """
     if accelerator.num_processes > 1:
         features, labels = gather_batch(accelerator, features, labels, real_samples_in_batch(accelerator))
-    if labels.is_floating_point():  # multi-hot: the features enter the pool of every positive class
+    if multi_label:  # the features enter the pool of every positive class
         features, labels = multi_hot_rows(features, labels)
     elif labels.ndim == 2:
         features, labels = features.reshape(-1, features.shape[-1]), labels.reshape(-1)

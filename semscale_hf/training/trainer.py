@@ -202,8 +202,8 @@ class SemScaleTrainer(HubPushMixin, Trainer):
         Evaluation (`model.training` is False) reports the unweighted base loss, comparable across refreshes.
         Token classification: every labelled token is an item (logits `(batch, tokens, C)` are flattened; -100
         tokens are left out), so the loss is divided by the labelled tokens of the accumulated batch. Multi-label
-        (`problem_type="multi_label_classification"`, multi-hot float labels): the binary cross-entropy of every
-        (example, class) term, class `c`'s terms weighted by `w_c`, divided by the number of terms.
+        (`problem_type="multi_label_classification"`, multi-hot labels, float or integer): the binary cross-entropy
+        of every (example, class) term, class `c`'s terms weighted by `w_c`, divided by the number of terms.
         """
         inputs = dict(inputs)
         if "labels" not in inputs:
@@ -217,7 +217,7 @@ class SemScaleTrainer(HubPushMixin, Trainer):
                 raise RuntimeError(
                     f"the hook on {self.capture.module_name!r} captured no features during the forward pass"
                 )
-            record_batch(self.balancer, self.accelerator, features, labels)  # a token batch is flattened there
+            record_batch(self.balancer, self.accelerator, features, labels, multi_label=self.multi_label)
         if labels.ndim == 2 and not self.multi_label:  # a label per token: the loss sees one row per token
             logits, labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
         if not model.training:  # the unweighted base loss

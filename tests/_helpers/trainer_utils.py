@@ -48,11 +48,11 @@ def digits_dataset(
     return Dataset.from_dict({"pixel_values": images[rows], "labels": labels}).with_format("torch")
 
 
-def multi_hot_digits(counts: list[int] | None = None, seed: int = 0) -> Dataset:
+def multi_hot_digits(counts: list[int] | None = None, seed: int = 0, dtype=np.float32) -> Dataset:
     """`digits_dataset(counts)` with multi-hot labels: the digit's class plus, for a seeded third, a second class."""
     single = digits_dataset(counts=counts or [12, 6, 4, 2]).with_format(None)
     rng = np.random.default_rng(seed)
-    targets = np.eye(4, dtype=np.float32)[np.asarray(single["labels"])]
+    targets = np.eye(4, dtype=dtype)[np.asarray(single["labels"])]
     second = rng.random(len(targets)) < 1 / 3
     targets[second, rng.integers(0, 4, int(second.sum()))] = 1.0
     return Dataset.from_dict({"pixel_values": single["pixel_values"], "labels": targets}).with_format("torch")

@@ -147,6 +147,35 @@ def test_multi_label_refuses_losses_it_does_not_define(tmp_path, base_loss):
         _trainer(tmp_path, semscale_base_loss=base_loss)
 
 
+def test_integer_multi_hot_labels_train_as_float_ones(tmp_path):
+    """The model's problem_type, not the labels' dtype, makes labels multi-hot (0/1 int64 vectors are common)."""
+    ints = multi_hot_digits(dtype=np.int64)
+    assert ints[0]["labels"].dtype == torch.int64
+    trainer = SemScaleTrainer(
+        model=multi_label_vit(), args=make_args(tmp_path / "ints", max_steps=6, semscale_warmup_steps=2),
+        train_dataset=ints, eval_dataset=ints,
+    )  # fmt: skip
+    trainer.train()
+    floats = _trainer(tmp_path / "floats", max_steps=6, semscale_warmup_steps=2)
+    floats.train()
+    assert trainer.class_counts == floats.class_counts
+    assert trainer.balancer.pool.counts.tolist() == floats.balancer.pool.counts.tolist() == trainer.class_counts
+    assert losses(trainer) == pytest.approx(losses(floats), rel=1e-5)
+    assert trainer.evaluate()["eval_mean_average_precision"] == pytest.approx(
+        floats.evaluate()["eval_mean_average_precision"]
+    )
+
+    # measure-only, with a loss of the user's own (ViT's BCEWithLogitsLoss needs float targets)
+    def loss(outputs, labels, num_items_in_batch=None):
+        return F.binary_cross_entropy_with_logits(outputs.logits, labels.float())
+
+    args = TrainingArguments(output_dir=str(tmp_path / "cb"), **{**TRAINER_DEFAULTS, "max_steps": 6})
+    plain = Trainer(model=multi_label_vit(), args=args, train_dataset=ints, compute_loss_func=loss)
+    callback = SemScaleCallback.attach(plain, warmup_steps=6)
+    plain.train()
+    assert callback.balancer.pool.counts.tolist() == count_positives(ints, 4)
+
+
 def test_the_measure_only_callback_pools_every_positive_class(tmp_path):
     data = multi_hot_digits()
     args = TrainingArguments(output_dir=str(tmp_path), **{**TRAINER_DEFAULTS, "max_steps": 6})
