@@ -30,7 +30,7 @@ from ..core.balancer import TOKEN_POOL_MAX_PER_CLASS, SemScaleBalancer
 from ..core.capture import FeatureCapture, is_token_classifier
 from ..data.labels import count_labels, count_positives, is_streaming
 from .distributed import broadcast_from_main
-from .recorder import check_recorded, record_batch
+from .recorder import check_recorded, pool_memory_plan, record_batch
 
 
 if TYPE_CHECKING:
@@ -205,7 +205,8 @@ class SemScaleCallback(TrainerCallback):
 
     def _start_measuring(self, model: torch.nn.Module) -> None:
         num_labels = model.config.num_labels
-        if self.balancer is not None:
+        built = self.balancer is None
+        if not built:
             self.balancer.reset()  # a later train() measures its own run, on the schedule of its own steps
         else:
             counts = self.class_counts
@@ -233,6 +234,14 @@ class SemScaleCallback(TrainerCallback):
                 model.register_forward_hook(self._record_batch),
             ]
             self._wrap_training_step()
+        if built:  # as SemScaleTrainer logs when it builds its balancer
+            trainer = self.trainer
+            logger.log(
+                *pool_memory_plan(
+                    self.balancer.pool, self._capture.dim, model, batch_size=trainer.args.per_device_train_batch_size,
+                    num_processes=trainer.accelerator.num_processes, multi_label=self._multi_label,
+                )
+            )  # fmt: skip
 
     def _wrap_training_step(self) -> None:
         trainer = self.trainer

@@ -12,11 +12,13 @@ before any checkpoint is written after them.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import torch
 
 from ..core._validation import IGNORE_INDEX
+from ..core.capture import is_token_classifier
 from .distributed import gather_batch, real_samples_in_batch
 
 
@@ -24,8 +26,11 @@ if TYPE_CHECKING:
     from accelerate import Accelerator
 
     from ..core.balancer import SemScaleBalancer
+    from ..core.pool import FeaturePool
 
-__all__ = ["check_recorded", "record_batch"]
+__all__ = ["check_recorded", "pool_memory_plan", "record_batch"]
+
+LARGE_POOL_BYTES = 10**9  # a planned pool above this is logged as a warning, not as information
 
 
 def record_batch(
@@ -63,6 +68,53 @@ def multi_hot_rows(features: torch.Tensor, targets: torch.Tensor) -> tuple[torch
     classes = torch.arange(num_classes, device=targets.device).expand(batch, num_classes)
     labels = torch.where(targets > 0.5, classes, IGNORE_INDEX).reshape(-1)
     return features.unsqueeze(1).expand(batch, num_classes, features.shape[-1]).reshape(-1, features.shape[-1]), labels
+
+
+def pool_memory_plan(
+    pool: FeaturePool, dim: int, model: torch.nn.Module, *, batch_size: int, num_processes: int, multi_label: bool
+) -> tuple[int, str]:
+    """The logging level and message of the pool's planned memory, logged once the trainer or the callback built it.
+
+    The pool once filled, plus the scratch rows that `FeaturePool.add` keeps past its end for the rows it does not
+    keep: one per row of the largest gathered micro-batch (`batch_size` per device x `num_processes`, times the
+    classes of a multi-hot batch or the padded length of a token batch; the latter is bounded by the model's
+    `max_position_embeddings` when it has one). `logging.WARNING` when the plan exceeds 1 GB, else `logging.INFO`.
+    """
+    row_bytes = dim * pool.dtype.itemsize
+    filled = int(pool.capacities.sum()) * row_bytes
+    examples = f"{batch_size} per device x {num_processes} process{'es' if num_processes > 1 else ''}"
+    rows: int | None = batch_size * num_processes
+    if multi_label:
+        rows *= pool.num_classes
+        unit = f"(example, class) pair: {examples} x {pool.num_classes} classes = {rows} rows"
+    elif is_token_classifier(model):
+        max_tokens = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        if isinstance(max_tokens, int) and max_tokens > 0:
+            rows *= max_tokens
+            unit = f"token: {examples} x at most {max_tokens} tokens = {rows} rows"
+        else:
+            rows, unit = None, f"token: {examples} x the padded length"
+    else:
+        unit = f"example: {examples} = {rows} rows"
+    message = (
+        f"feature pool: {int(pool.capacities.sum())} features of dimension {dim} in "
+        f"{str(pool.dtype).removeprefix('torch.')} on {pool.device}, {_size(filled)} once filled, plus scratch rows "
+        f"for the largest gathered micro-batch (one per {unit}): "
+    )
+    if rows is None:
+        message += f"{_size(row_bytes)} per gathered row"
+        planned = filled
+    else:
+        planned = filled + rows * row_bytes
+        message += f"{_size(rows * row_bytes)}, {_size(planned)} in all"
+    if planned > LARGE_POOL_BYTES:
+        message += "; lower the pool's cap per class, store it in float16 or keep it on the CPU to use less"
+        return logging.WARNING, message
+    return logging.INFO, message
+
+
+def _size(num_bytes: int) -> str:
+    return f"{num_bytes / 1e6:.1f} MB" if num_bytes >= 10**6 else f"{num_bytes / 1e3:.1f} kB"
 
 
 def check_recorded(

@@ -23,7 +23,7 @@ from .checkpoints import STAGING_DIR, checkpoint_problems, newest_complete_check
 from .config import POOL_DTYPES, SemScaleTrainingArguments
 from .eval_metrics import ClassMetrics
 from .hub_push import HubPushError, HubPushMixin
-from .recorder import record_batch
+from .recorder import pool_memory_plan, record_batch
 
 
 logger = logging.get_logger(__name__)
@@ -159,11 +159,12 @@ class SemScaleTrainer(HubPushMixin, Trainer):
             pool_device=pool_device,
             effective_number_beta=args.semscale_effective_number_beta,
         )
-        pool = self.balancer.pool
-        logger.info(
-            f"feature pool: {int(pool.capacities.sum())} features of dimension {self.capture.dim} in "
-            f"{args.semscale_pool_dtype} on {pool.device}, {_megabytes(pool, self.capture.dim):.1f} MB once filled"
-        )
+        logger.log(
+            *pool_memory_plan(
+                self.balancer.pool, self.capture.dim, self.model, batch_size=args.per_device_train_batch_size,
+                num_processes=self.accelerator.num_processes, multi_label=self.multi_label,
+            )
+        )  # fmt: skip
         schedule = {
             "warmup_epochs": args.semscale_warmup_epochs,
             "warmup_steps": args.semscale_warmup_steps,
@@ -421,10 +422,6 @@ _NO_LOSS_FUNC = (
     'with SemScaleTrainingArguments(semscale_base_loss="ce" | "focal" | "ldam"). For another loss, subclass '
     "SemScaleTrainer and override compute_loss, or measure scales on a plain Trainer with SemScaleCallback.attach"
 )
-
-
-def _megabytes(pool: Any, dim: int) -> float:
-    return int(pool.capacities.sum()) * dim * pool.dtype.itemsize / 1e6
 
 
 def _id2label(model: nn.Module) -> list[str] | None:

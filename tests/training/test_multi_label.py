@@ -6,6 +6,8 @@ a second class; so every image enters the pool of each class it is positive for 
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -46,8 +48,11 @@ def test_positives_per_class_are_the_class_counts(tmp_path):
     assert _trainer(tmp_path).class_counts == positives
 
 
-def test_every_example_enters_the_pool_of_each_positive_class(tmp_path):
-    trainer = _trainer(tmp_path, semscale_refresh_steps=2, max_steps=8)
+def test_every_example_enters_the_pool_of_each_positive_class(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="semscale_hf.training.trainer"):
+        trainer = _trainer(tmp_path, semscale_refresh_steps=2, max_steps=8)
+    # the pool's scratch takes a row per (example, class) pair of the micro-batch
+    assert "(one per (example, class) pair: 4 per device x 1 process x 4 classes = 16 rows): 1.0 kB" in caplog.text
     trainer.train()
     # one pass over 24 images: every positive (image, class) pair is in the pool, nothing else
     assert trainer.balancer.pool.counts.tolist() == trainer.class_counts

@@ -28,6 +28,7 @@ from transformers import Trainer, TrainingArguments
 from semscale_hf import SemScaleCallback, SemScaleTrainer
 from semscale_hf.core.balancer import TOKEN_POOL_MAX_PER_CLASS
 from semscale_hf.data import count_labels
+from semscale_hf.training.recorder import pool_memory_plan
 
 
 def _token_counts(data) -> list[int]:
@@ -53,11 +54,9 @@ def test_class_counts_are_the_labelled_tokens_of_the_label_column(tmp_path):
     assert trainer.class_counts == expected
 
 
-def test_a_tagger_trains_with_one_pool_row_per_labelled_token(tmp_path, caplog):
+def test_a_tagger_trains_with_one_pool_row_per_labelled_token(tmp_path):
     data = token_dataset()
-    with caplog.at_level(logging.INFO, logger="semscale_hf.training.trainer"):
-        trainer = _trainer(tmp_path, data, semscale_refresh_steps=2, max_steps=8)
-    assert "feature pool:" in caplog.text and "MB once filled" in caplog.text
+    trainer = _trainer(tmp_path, data, semscale_refresh_steps=2, max_steps=8)
     trainer.train()
     # 6 steps of 4 sentences = one pass: every labelled token entered the pool once, none of the -100 ones
     assert trainer.balancer.pool.num_seen.sum() >= sum(trainer.class_counts)
@@ -131,6 +130,58 @@ def test_the_token_loss_is_the_weighted_sum_over_labelled_tokens_divided_by_thei
     assert expected != pytest.approx(float(ce.mean()), rel=1e-3)  # the weights matter on this batch
     assert float(loss) == pytest.approx(expected, rel=1e-5)
     assert float(loss_without_count) == pytest.approx(expected / 2, rel=1e-5)
+
+
+def _pool_log(caplog, logger: str):
+    (record,) = [r for r in caplog.records if r.name == logger and r.getMessage().startswith("feature pool:")]
+    return record
+
+
+def test_the_pool_memory_log_counts_the_scratch_rows_and_the_callback_logs_the_same(tmp_path, caplog):
+    data = token_dataset()
+    with caplog.at_level(logging.INFO, logger="semscale_hf.training.trainer"):
+        trainer = _trainer(tmp_path, data)
+    record = _pool_log(caplog, "semscale_hf.training.trainer")
+    filled, scratch = sum(trainer.class_counts) * 32 * 4, 4 * 512 * 32 * 4  # float32 rows of dimension 32
+    assert record.levelno == logging.INFO
+    assert record.getMessage() == (
+        f"feature pool: {sum(trainer.class_counts)} features of dimension 32 in float32 on cpu, "
+        f"{filled / 1e3:.1f} kB once filled, plus scratch rows for the largest gathered micro-batch (one per token: "
+        f"4 per device x 1 process x at most 512 tokens = 2048 rows): {scratch / 1e3:.1f} kB, "
+        f"{(filled + scratch) / 1e3:.1f} kB in all"
+    )
+    # the measure-only callback logs the same plan for the same model, data and batch size
+    plain = Trainer(
+        model=tiny_tagger(), args=plain_args(tmp_path / "plain", max_steps=1, remove_unused_columns=False),
+        train_dataset=data, data_collator=collate,
+    )  # fmt: skip
+    SemScaleCallback.attach(plain, warmup_steps=6)
+    with caplog.at_level(logging.INFO, logger="semscale_hf.training.callback"):
+        plain.train()
+    assert _pool_log(caplog, "semscale_hf.training.callback").getMessage() == record.getMessage()
+
+    pool, model = trainer.balancer.pool, trainer.model
+    level, message = pool_memory_plan(pool, 32, model, batch_size=4, num_processes=2, multi_label=False)
+    assert "4 per device x 2 processes x at most 512 tokens = 4096 rows" in message
+
+    class UnboundedForTokenClassification(torch.nn.Module):  # no max_position_embeddings: a size per row instead
+        config = None
+
+    model = UnboundedForTokenClassification()
+    level, message = pool_memory_plan(pool, 32, model, batch_size=4, num_processes=2, multi_label=False)
+    assert message.endswith("(one per token: 4 per device x 2 processes x the padded length): 0.1 kB per gathered row")
+
+
+def test_a_pool_planned_above_1_gb_is_logged_as_a_warning(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="semscale_hf.training.trainer"):
+        SemScaleTrainer(
+            model=tiny_tagger(),
+            args=make_args(tmp_path, remove_unused_columns=False, semscale_pool_max_per_class=2_000_000),
+            class_counts=[2_000_000] * len(TAGS), data_collator=collate,
+        )  # fmt: skip
+    record = _pool_log(caplog, "semscale_hf.training.trainer")
+    assert record.levelno == logging.WARNING and "1280.0 MB once filled" in record.getMessage()
+    assert "lower the pool's cap per class" in record.getMessage()
 
 
 def test_token_gradient_accumulation_equivalence(tmp_path):
