@@ -61,7 +61,8 @@ class SemScaleTrainingArguments(TrainingArguments):
         semscale_min_count (`int`, *optional*, defaults to `2`):
             Classes with fewer pooled features are unmeasured and get the largest weight.
         semscale_pool_max_per_class (`int`, *optional*):
-            Cap of the per-class pool capacity (default: the class's training count).
+            Cap of the per-class pool capacity; each class's capacity is its training count, capped by this.
+            Default: no cap, except for token classification, where it is `TOKEN_POOL_MAX_PER_CLASS` (1,024 tokens).
         semscale_pool_dtype (`str`, *optional*, defaults to `"float32"`):
             Storage dtype of the feature pool: `"float32"`, `"float16"` or `"bfloat16"`.
         semscale_pool_device (`str`, *optional*):
@@ -126,7 +127,11 @@ class SemScaleTrainingArguments(TrainingArguments):
         metadata={"help": "Classes with fewer pooled features are unmeasured (they get the largest weight)."},
     )
     semscale_pool_max_per_class: int | None = field(
-        default=None, metadata={"help": "Cap of the per-class pool capacity (default: the class's training count)."}
+        default=None,
+        metadata={
+            "help": "Cap of the per-class pool capacity, which is the class's training count capped by this "
+            "(default: no cap; 1024 for token classification)."
+        },
     )
     semscale_pool_dtype: str = field(
         default="float32", metadata={"help": "Storage dtype of the feature pool.", "choices": list(POOL_DTYPES)}
