@@ -82,3 +82,4 @@ def test_token_and_multi_label_tasks_two_processes_equal_one_process(tmp_path, m
     assert double["semantic_scales"] == pytest.approx(single["semantic_scales"], rel=1e-4)
     assert double["class_weights"] == pytest.approx(single["class_weights"], rel=1e-4)
     assert double["losses"] == pytest.approx(single["losses"], rel=1e-4)
+    assert double["classifier"] == pytest.approx(single["classifier"], rel=1e-3, abs=1e-5)

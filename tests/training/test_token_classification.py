@@ -22,6 +22,7 @@ from _helpers.trainer_utils import (
     make_args,
     plain_args,
 )
+from sklearn.metrics import f1_score
 from torch.nn import functional as F
 from transformers import Trainer, TrainingArguments
 
@@ -190,7 +191,7 @@ def test_token_gradient_accumulation_equivalence(tmp_path):
 
 
 def test_token_evaluation_reports_per_tag_accuracy_macro_f1_and_entities(tmp_path):
-    trainer = _trainer(tmp_path, max_steps=4)
+    trainer = _trainer(tmp_path, max_steps=12)  # trained enough that every score lies strictly between 0 and 1
     trainer.train()
     metrics = trainer.evaluate()
     prediction = trainer.predict(trainer.eval_dataset)
@@ -200,14 +201,28 @@ def test_token_evaluation_reports_per_tag_accuracy_macro_f1_and_entities(tmp_pat
     for tag in range(len(TAGS)):
         of_tag = labels == tag
         assert metrics[f"eval_acc_class_{tag}"] == pytest.approx(float((predicted[of_tag] == tag).mean()))
-    assert 0.0 <= metrics["eval_macro_f1"] <= 1.0
-    assert ("eval_entity_f1" in metrics) is (importlib.util.find_spec("seqeval") is not None)
+    assert 0.0 < metrics["eval_macro_f1"] < 1.0
+    assert metrics["eval_macro_f1"] == pytest.approx(f1_score(labels[kept], predicted[kept], average="macro"))
+    entity_keys = ("eval_entity_precision", "eval_entity_recall", "eval_entity_f1")
+    if importlib.util.find_spec("seqeval") is None:
+        assert not any(key in metrics for key in entity_keys)
+    else:
+        from seqeval.metrics import f1_score as entity_f1
+        from seqeval.metrics import precision_score, recall_score
 
-    batched = _trainer(tmp_path / "batched", max_steps=4, batch_eval_metrics=True, per_device_eval_batch_size=5)
+        names = trainer.model.config.id2label  # one row per sentence: the tag names of its labelled tokens
+        rows = [[names[t] for t in row[keep]] for row, keep in zip(labels, kept, strict=True)]
+        predicted_rows = [[names[t] for t in row[keep]] for row, keep in zip(predicted, kept, strict=True)]
+        expected = [score(rows, predicted_rows) for score in (precision_score, recall_score, entity_f1)]
+        assert [metrics[key] for key in entity_keys] == pytest.approx(expected)
+        assert 0.0 < metrics["eval_entity_f1"] < 1.0
+
+    batched = _trainer(tmp_path / "batched", max_steps=12, batch_eval_metrics=True, per_device_eval_batch_size=5)
     batched.train()
     batched_metrics = batched.evaluate()
-    for key in ("eval_accuracy", "eval_balanced_accuracy", "eval_macro_f1", "eval_acc_class_4"):
-        assert batched_metrics[key] == pytest.approx(metrics[key]), key
+    for key in ("eval_accuracy", "eval_balanced_accuracy", "eval_macro_f1", "eval_acc_class_4", *entity_keys):
+        if key in metrics:
+            assert batched_metrics[key] == pytest.approx(metrics[key]), key
 
 
 def test_entity_scores_follow_seqeval():
