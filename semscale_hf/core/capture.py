@@ -10,7 +10,16 @@ from torch import nn
 from ._validation import check_int
 
 
-__all__ = ["FeatureCapture", "find_classifier_head", "is_token_classifier"]
+__all__ = [
+    "MULTI_LABEL",
+    "FeatureCapture",
+    "classification_num_labels",
+    "find_classifier_head",
+    "is_multi_label",
+    "is_token_classifier",
+]
+
+MULTI_LABEL = "multi_label_classification"  # the `config.problem_type` of multi-hot labels
 
 # How many candidate names an error message lists before it abbreviates.
 _MAX_LISTED = 20
@@ -39,6 +48,37 @@ def is_token_classifier(model: nn.Module) -> bool:
     return "ForTokenClassification" in type(model).__name__ or any(
         "ForTokenClassification" in type(module).__name__ for module in _wrapped(model)
     )
+
+
+def is_multi_label(model: nn.Module) -> bool:
+    """Whether `model` is a multi-label classifier (`config.problem_type="multi_label_classification"`)."""
+    return getattr(getattr(model, "config", None), "problem_type", None) == MULTI_LABEL
+
+
+def classification_num_labels(model: nn.Module | None, owner: str) -> int:
+    """`config.num_labels` of a classification model; a clear error, naming `owner`, for regression and unknown tasks.
+
+    The one check of [`SemScaleTrainer`] and of the measure-only [`SemScaleCallback`].
+
+    Raises:
+        `ValueError`: `num_labels` below 2 (1 is regression) or a `problem_type` other than single- or multi-label.
+    """
+    config = getattr(model, "config", None)
+    num_labels = getattr(config, "num_labels", None)
+    if not isinstance(num_labels, int) or num_labels < 2:
+        raise ValueError(
+            f"{owner} needs a classification model with config.num_labels >= 2 "
+            f"(an AutoModelFor*Classification model), got {num_labels!r}"
+            + (" (num_labels=1 is regression, which has no classes to balance)" if num_labels == 1 else "")
+        )
+    problem_type = getattr(config, "problem_type", None)
+    if problem_type not in (None, "single_label_classification", MULTI_LABEL):
+        raise ValueError(
+            f"{owner} supports single-label and multi-label classification, but config.problem_type="
+            f'{problem_type!r}; set problem_type=None, "single_label_classification" or "{MULTI_LABEL}" (regression '
+            "is not supported)"
+        )
+    return num_labels
 
 
 def _wrapped(model: nn.Module) -> list[nn.Module]:

@@ -27,7 +27,7 @@ from transformers.utils import logging
 
 from ..core._validation import IGNORE_INDEX
 from ..core.balancer import TOKEN_POOL_MAX_PER_CLASS, SemScaleBalancer
-from ..core.capture import FeatureCapture, is_token_classifier
+from ..core.capture import FeatureCapture, classification_num_labels, is_multi_label, is_token_classifier
 from ..data.labels import count_labels, count_positives, is_streaming
 from .distributed import broadcast_from_main
 from .recorder import check_recorded, pool_memory_plan, record_batch
@@ -115,6 +115,8 @@ class SemScaleCallback(TrainerCallback):
     @classmethod
     def attach(cls, trainer: Trainer, **kwargs: Any) -> SemScaleCallback:
         """Creates a measure-only callback, links it to `trainer` and adds it: the one-line way for a plain Trainer."""
+        if trainer.model is not None:  # a regression model fails here, not at the first training step
+            classification_num_labels(trainer.model, "SemScaleCallback")
         callback = cls(**kwargs)
         if callback.class_counts is None:  # known now: fail here rather than at train()
             _require_counts_for_stream(trainer.train_dataset)
@@ -204,7 +206,7 @@ class SemScaleCallback(TrainerCallback):
         control.should_log = should_log
 
     def _start_measuring(self, model: torch.nn.Module) -> None:
-        num_labels = model.config.num_labels
+        num_labels = classification_num_labels(model, "SemScaleCallback")  # also a model built by model_init
         built = self.balancer is None
         if not built:
             self.balancer.reset()  # a later train() measures its own run, on the schedule of its own steps
@@ -213,7 +215,7 @@ class SemScaleCallback(TrainerCallback):
             if counts is None:
                 dataset = self.trainer.train_dataset
                 _require_counts_for_stream(dataset)  # (the dataset may have changed since attach)
-                if getattr(model.config, "problem_type", None) == "multi_label_classification":
+                if is_multi_label(model):
                     counts = count_positives(dataset, num_labels)  # positives per class of the multi-hot labels
                 else:
                     counts = count_labels(dataset, num_labels, ignore_index=IGNORE_INDEX)
@@ -225,7 +227,7 @@ class SemScaleCallback(TrainerCallback):
             self._capture = FeatureCapture(
                 model, num_labels, self.feature_module, per_token=is_token_classifier(model)
             )
-            self._multi_label = getattr(model.config, "problem_type", None) == "multi_label_classification"
+            self._multi_label = is_multi_label(model)
             # The head hook sees features but not labels: read the labels from the model call's keyword arguments,
             # or else from the batch handed to training_step (a compute_loss may pop them), and pair both once the
             # forward pass has finished.

@@ -15,7 +15,7 @@ from transformers.utils import SAFE_WEIGHTS_NAME, logging
 
 from ..core._validation import IGNORE_INDEX, parse_alpha
 from ..core.balancer import POOL_FILE, STATE_FILE, TOKEN_POOL_MAX_PER_CLASS, SemScaleBalancer
-from ..core.capture import FeatureCapture, is_token_classifier
+from ..core.capture import FeatureCapture, classification_num_labels, is_multi_label, is_token_classifier
 from ..core.losses import class_weighted_loss, ldam_margins, multi_label_weighted_loss
 from ..data.labels import count_labels, count_positives, is_streaming
 from .callback import SemScaleCallback
@@ -88,7 +88,7 @@ class SemScaleTrainer(HubPushMixin, Trainer):
         self.model_accepts_loss_kwargs = True
 
         num_labels = _num_labels(self.model)
-        self.multi_label = _is_multi_label(self.model)
+        self.multi_label = is_multi_label(self.model)
         if self.multi_label and args.semscale_base_loss != "ce":  # (Trainer itself turns label smoothing off)
             raise ValueError(
                 "multi-label classification trains with the class-weighted binary cross-entropy: set "
@@ -416,7 +416,6 @@ def _reload_renamed_weights(model: nn.Module, checkpoint: str) -> bool:
     return True
 
 
-MULTI_LABEL = "multi_label_classification"
 _NO_LOSS_FUNC = (
     "SemScaleTrainer does not take compute_loss_func: its loss is the class-weighted per-sample base loss, chosen "
     'with SemScaleTrainingArguments(semscale_base_loss="ce" | "focal" | "ldam"). For another loss, subclass '
@@ -430,27 +429,7 @@ def _id2label(model: nn.Module) -> list[str] | None:
 
 
 def _num_labels(model: nn.Module | None) -> int:
-    """`config.num_labels` of a classification model; a clear error for regression and unknown problem types."""
-    config = getattr(model, "config", None)
-    num_labels = getattr(config, "num_labels", None)
-    if not isinstance(num_labels, int) or num_labels < 2:
-        raise ValueError(
-            "SemScaleTrainer needs a classification model with config.num_labels >= 2 "
-            f"(an AutoModelFor*Classification model), got {num_labels!r}"
-            + (" (num_labels=1 is regression, which has no classes to balance)" if num_labels == 1 else "")
-        )
-    problem_type = getattr(config, "problem_type", None)
-    if problem_type not in (None, "single_label_classification", MULTI_LABEL):
-        raise ValueError(
-            f"SemScaleTrainer supports single-label and multi-label classification, but config.problem_type="
-            f'{problem_type!r}; set problem_type=None, "single_label_classification" or "{MULTI_LABEL}" (regression '
-            "is not supported)"
-        )
-    return num_labels
-
-
-def _is_multi_label(model: nn.Module) -> bool:
-    return getattr(getattr(model, "config", None), "problem_type", None) == MULTI_LABEL
+    return classification_num_labels(model, "SemScaleTrainer")
 
 
 def _loss_options(args: SemScaleTrainingArguments, class_counts: list[int], device: torch.device) -> dict[str, Any]:

@@ -226,8 +226,14 @@ def test_unsupported_tasks_fail_at_construction(tmp_path, config, message):
     model = tiny_vit()
     for key, value in config.items():
         setattr(model.config, key, value)
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    pattern = message.replace("(", r"\(").replace(")", r"\)")
+    with pytest.raises(ValueError, match=f"SemScaleTrainer .*{pattern}"):
         SemScaleTrainer(model=model, args=make_args(tmp_path), class_counts=COUNTS)
+    # the measure-only callback refuses them with the same error, when it is attached
+    plain = Trainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), **TRAINER_DEFAULTS))
+    with pytest.raises(ValueError, match=f"SemScaleCallback .*{pattern}"):
+        SemScaleCallback.attach(plain, class_counts=COUNTS)
+    assert not any(isinstance(callback, SemScaleCallback) for callback in plain.callback_handler.callbacks)
 
 
 # ----------------------------------------------------------------------------------------- best model, resume
