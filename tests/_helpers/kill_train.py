@@ -1,6 +1,7 @@
 """A training run that dies inside a checkpoint save, for the fault-injection tests and benchmarks/kill_resume.py.
 
     python kill_train.py OUTPUT_DIR full                # 8 steps, a checkpoint every 2, results in OUTPUT_DIR.json
+                                                        # (and every weight in OUTPUT_DIR.safetensors)
     python kill_train.py OUTPUT_DIR kill:POINT          # os._exit(1) at POINT of the second save (step 4)
     python kill_train.py OUTPUT_DIR resume              # resume_from_checkpoint=True, then as `full`
 
@@ -94,12 +95,16 @@ def _arm(point: str, trainer) -> None:
 
 
 def _announce():
-    """A callback that prints when training starts (benchmarks/kill_resume.py kills at a random moment after it)."""
+    """A callback that prints when training starts (benchmarks/kill_resume.py kills at a random moment after it) and
+    keeps the step it started from: a resume that silently started from step 0 would end with the same weights."""
     from transformers import TrainerCallback
 
     class Announce(TrainerCallback):
+        start_step = None
+
         def on_train_begin(self, args, state, control, **kwargs):
-            print("TRAIN BEGIN", flush=True)
+            self.start_step = state.global_step  # the resumed checkpoint's step (Trainer has loaded its state)
+            print(f"TRAIN BEGIN at step {state.global_step}", flush=True)
 
         def on_train_end(self, args, state, control, **kwargs):
             print("TRAIN END", flush=True)
@@ -114,11 +119,16 @@ def main(output_dir: str, mode: str) -> None:
     save_steps = int(os.environ.get("KILL_TRAIN_SAVE_STEPS", 2))
     args = make_args(output_dir, max_steps=max_steps, save_strategy="steps", save_steps=save_steps, logging_steps=1)
     trainer = SemScaleTrainer(model=tiny_vit(), args=args, train_dataset=digits_dataset(counts=[16, 10, 6, 4]))
-    trainer.add_callback(_announce())
+    announce = _announce()
+    trainer.add_callback(announce)
     if mode.startswith("kill:"):
         _arm(mode.removeprefix("kill:"), trainer)
     trainer.train(resume_from_checkpoint=True if mode == "resume" else None)
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in trainer.model.state_dict().items()}, f"{output_dir}.safetensors")
     result = {
+        "start_step": announce.start_step,
         "global_step": trainer.state.global_step,
         "classifier": trainer.model.classifier.weight.detach().flatten().tolist(),
         "class_weights": trainer.class_weights.tolist(),

@@ -7,6 +7,7 @@ import pytest
 import torch
 from _helpers.trainer_utils import digits_dataset, make_args, tiny_vit
 from safetensors.torch import load_file
+from transformers import TrainerCallback
 
 from semscale_hf import SemScaleTrainer
 from semscale_hf.core.balancer import POOL_FILE, STATE_FILE
@@ -66,6 +67,15 @@ def test_a_missing_state_restarts_warm_up_at_the_resumed_step(tmp_path, caplog):
     assert trainer.balancer.warmup_start_step == 4
 
 
+class StartStep(TrainerCallback):
+    """Keeps the step training started from (training is deterministic: only this tells a resume from a new run)."""
+
+    steps = ()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.steps = (*self.steps, state.global_step)
+
+
 def test_resume_true_skips_incomplete_checkpoints_and_a_path_to_one_fails_at_once(tmp_path, caplog):
     data = digits_dataset(counts=[16, 10, 6, 4])
     args = make_args(tmp_path / "run", max_steps=6, save_strategy="steps", save_steps=2)
@@ -75,11 +85,12 @@ def test_resume_true_skips_incomplete_checkpoints_and_a_path_to_one_fails_at_onc
     (run / "checkpoint-6" / "optimizer.pt").unlink()
     (run / "checkpoint-4" / "trainer_state.json").write_text("")
     resumed = SemScaleTrainer(model=tiny_vit(), args=make_args(run, max_steps=6, save_strategy="no"),
-                              train_dataset=data)  # fmt: skip
+                              train_dataset=data, callbacks=[start := StartStep()])  # fmt: skip
     with caplog.at_level(logging.WARNING, logger="semscale_hf.training.trainer"):
         resumed.train(resume_from_checkpoint=True)
     assert "checkpoint-6: optimizer.pt is missing" in caplog.text
     assert "checkpoint-4: trainer_state.json is empty or not valid JSON" in caplog.text
+    assert start.steps == (2,), "training did not start from checkpoint-2, the newest complete one"
     assert resumed.state.global_step == 6 and len([e for e in resumed.state.log_history if "loss" in e]) == 6
     with pytest.raises(ValueError, match="checkpoint-6 is an incomplete checkpoint: optimizer.pt is missing"):
         resumed.train(resume_from_checkpoint=str(run / "checkpoint-6"))
