@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import zipfile
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
@@ -25,14 +26,17 @@ STAGING_DIR = ".semscale-staging"
 _CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 _WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "adapter_model.safetensors")
 _SAFETENSORS = ("semscale_state.safetensors", "semscale_pool.safetensors")
+_RNG_STATE = re.compile(r"^rng_state(_\d+)?\.pth$")
 
 
 def checkpoint_problems(folder: str, *, save_only_model: bool = False) -> list[str]:
     """What keeps `folder` from being a complete checkpoint (empty list: complete), e.g. `"optimizer.pt is missing"`.
 
-    Checked: `trainer_state.json` is valid JSON; a weights file is there and not empty (and `config.json` valid JSON
-    when present); without `save_only_model`, `optimizer.pt` and `scheduler.pt` are there and not empty; semscale's
-    safetensors files, when present, have a readable header.
+    Checked, without loading any tensor (headers and archive directories only): `trainer_state.json` is valid JSON
+    (and `config.json` when present); a weights file is there and readable: a safetensors header that covers the whole
+    file, every shard that `model.safetensors.index.json` lists, `pytorch_model.bin` a complete zip archive; without
+    `save_only_model`, `optimizer.pt` and `scheduler.pt` are complete zip archives (torch.save's format), as are
+    `scaler.pt` and `rng_state*.pth` when present; semscale's safetensors files, when present, have a readable header.
     """
     problems = []
 
@@ -54,18 +58,43 @@ def checkpoint_problems(folder: str, *, save_only_model: bool = False) -> list[s
     weights = [name for name in _WEIGHTS if os.path.isfile(os.path.join(folder, name))]
     if not weights:
         problems.append(f"no model weights ({', '.join(_WEIGHTS[:1] + _WEIGHTS[2:3])}, ...)")
-    problems += [f"{name} is empty" for name in weights if os.path.getsize(os.path.join(folder, name)) == 0]
-    if not save_only_model:
-        for name in ("optimizer.pt", "scheduler.pt"):
-            path = os.path.join(folder, name)
-            if not os.path.isfile(path):
-                problems.append(f"{name} is missing")
-            elif os.path.getsize(path) == 0:
-                problems.append(f"{name} is empty")
+    for name in weights:
+        problems += _weights_problems(folder, name)
+    torch_files = []
+    if not save_only_model:  # the scaler and RNG states are optional: the resume reads them when they are there
+        optional = sorted(name for name in os.listdir(folder) if name == "scaler.pt" or _RNG_STATE.match(name))
+        torch_files = ["optimizer.pt", "scheduler.pt", *optional]
+    for name in torch_files:
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            problems.append(f"{name} is missing")
+        elif not zipfile.is_zipfile(path):  # a truncated archive lacks its directory, which comes last
+            problems.append(f"{name} is truncated or not a torch.save file")
     for name in _SAFETENSORS:
         path = os.path.join(folder, name)
         if os.path.isfile(path) and not _readable_safetensors(path):
             problems.append(f"{name} cannot be read")
+    return problems
+
+
+def _weights_problems(folder: str, name: str) -> list[str]:
+    path = os.path.join(folder, name)
+    if name.endswith(".safetensors"):
+        return [] if _readable_safetensors(path) else [f"{name} is truncated or not a safetensors file"]
+    if name.endswith(".bin"):
+        return [] if zipfile.is_zipfile(path) else [f"{name} is truncated or not a torch.save file"]
+    try:  # the index of a sharded save: every shard it lists must be there and readable
+        with open(path, encoding="utf-8") as handle:
+            shards = sorted(set(json.load(handle)["weight_map"].values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return [f"{name} is empty or not a valid index (no weight_map)"]
+    problems = []
+    for shard in shards:
+        shard_path = os.path.join(folder, shard)
+        if not os.path.isfile(shard_path):
+            problems.append(f"{shard} (listed in {name}) is missing")
+        elif not _readable_safetensors(shard_path):
+            problems.append(f"{shard} (listed in {name}) is truncated or not a safetensors file")
     return problems
 
 
