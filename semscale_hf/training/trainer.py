@@ -257,12 +257,20 @@ class SemScaleTrainer(HubPushMixin, Trainer):
 
         A newer incomplete `checkpoint-N` (written by other code, or killed during a save before checkpoints were
         staged) is skipped with a warning naming what it lacks; an explicit path to an incomplete checkpoint fails at
-        once, naming the missing file. A staging folder left by a killed save is removed first. The semscale schedule
-        starts anew at every call (see the class docstring); a resumed checkpoint restores its state.
+        once, naming the missing file. A staging folder left by a killed save is cleaned up first: a complete
+        checkpoint there whose `checkpoint-N` is missing (killed while it was being put in place) is moved into place,
+        the rest is deleted. The semscale schedule starts anew at every call (see the class docstring); a resumed
+        checkpoint restores its state.
         """
-        if self.args.should_save and (stale := remove_stale_staging(self.args.output_dir)):
-            logger.warning(f"removed {stale}: a checkpoint that was being written when the last run was killed")
         save_only_model = self.args.save_only_model
+        if self.args.should_save:
+            restored, removed = remove_stale_staging(self.args.output_dir, save_only_model=save_only_model)
+            for folder in restored:
+                logger.warning(f"restored {folder} from {STAGING_DIR}: complete, but the last run was killed before "
+                               "it was in place")  # fmt: skip
+            for folder in removed:
+                logger.warning(f"removed {folder}: a checkpoint that was being written when the last run was killed")
+        self.accelerator.wait_for_everyone()  # every process looks for checkpoints once a restored one is in place
         if resume_from_checkpoint is True:
             resume_from_checkpoint, skipped = newest_complete_checkpoint(
                 self.args.output_dir, save_only_model=save_only_model

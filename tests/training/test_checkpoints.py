@@ -6,7 +6,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from semscale_hf.training.checkpoints import checkpoint_problems
+from semscale_hf.training import checkpoints
+from semscale_hf.training.checkpoints import STAGING_DIR, checkpoint_problems, publish, remove_stale_staging
 
 
 def _complete(folder, *, sharded=False):
@@ -81,3 +82,72 @@ def test_a_truncated_pytorch_model_bin_is_found(tmp_path):
     assert checkpoint_problems(str(folder)) == []
     _truncate(folder / "pytorch_model.bin")
     assert checkpoint_problems(str(folder)) == ["pytorch_model.bin is truncated or not a torch.save file"]
+
+
+class Killed(BaseException):
+    """Stands for the process dying at this point (nothing after it runs)."""
+
+
+def _kill_at_call(monkeypatch, module, name, call):
+    original, calls = getattr(module, name), []
+
+    def dying(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == call:
+            raise Killed
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, dying)
+
+
+def _saved_twice(tmp_path):
+    """checkpoint-4 in place (the run before a resume) and a new complete save of step 4 in the staging folder."""
+    run = tmp_path / "run"
+    _complete(run / "checkpoint-4")
+    (run / "checkpoint-4" / "old").touch()
+    staged = _complete(run / STAGING_DIR / "checkpoint-4")
+    (staged / "new").touch()
+    return run, staged
+
+
+@pytest.mark.parametrize(
+    "killed_at",
+    [
+        ("os", "replace", 1),  # while the old copy is moved aside
+        ("os", "replace", 2),  # the old copy aside, the new one not yet in place
+        ("shutil", "rmtree", 1),  # the new copy in place, the old one half deleted
+    ],
+)
+def test_a_kill_while_a_checkpoint_is_replaced_keeps_a_complete_copy(tmp_path, monkeypatch, killed_at):
+    run, staged = _saved_twice(tmp_path)
+    module, name, call = killed_at
+    _kill_at_call(monkeypatch, {"os": checkpoints.os, "shutil": checkpoints.shutil}[module], name, call)
+    with pytest.raises(Killed):
+        publish(str(staged), str(run / "checkpoint-4"))
+    monkeypatch.undo()
+    remove_stale_staging(str(run))  # what the next train() does first
+    assert checkpoint_problems(str(run / "checkpoint-4")) == [] and not (run / STAGING_DIR).exists()
+    # the new copy once it was complete and its old copy aside, else the old one
+    assert (run / "checkpoint-4" / ("old" if killed_at == ("os", "replace", 1) else "new")).exists()
+
+
+def test_publish_replaces_a_checkpoint_of_the_same_step(tmp_path):
+    run, staged = _saved_twice(tmp_path)
+    publish(str(staged), str(run / "checkpoint-4"))
+    assert (run / "checkpoint-4" / "new").exists() and not (run / "checkpoint-4" / "old").exists()
+    assert not (run / STAGING_DIR).exists()
+
+
+def test_stale_staging_restores_complete_checkpoints_and_removes_half_written_ones(tmp_path):
+    run = tmp_path / "run"
+    staging = run / STAGING_DIR
+    # killed after the save of step 6 was complete, before its rename; its best checkpoint still names the staging
+    done = _complete(staging / "checkpoint-6")
+    (done / "trainer_state.json").write_text(json.dumps({"best_model_checkpoint": str(staging / "checkpoint-6")}))
+    _complete(staging / "checkpoint-8")  # killed while writing the save of step 8
+    (staging / "checkpoint-8" / "optimizer.pt").unlink()
+    restored, removed = remove_stale_staging(str(run))
+    assert restored == [str(run / "checkpoint-6")] and removed == [str(staging / "checkpoint-8")]
+    assert checkpoint_problems(str(run / "checkpoint-6")) == [] and not staging.exists()
+    state = json.loads((run / "checkpoint-6" / "trainer_state.json").read_text())
+    assert state["best_model_checkpoint"] == str(run / "checkpoint-6")
