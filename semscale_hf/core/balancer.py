@@ -110,7 +110,8 @@ class SemScaleBalancer:
         self.first_measurement_features = 0  # pooled features at the first refresh
         # a refresh waits until the pool holds this many features (after a resume whose pool file was missing)
         self.min_pool_features = 0
-        self.pool_restored = False
+        self.pool_restored = False  # set by `load`: True when the saved pool (possibly empty) is in place
+        self.pool_not_restored_because: str | None = None  # set by `load`: "missing" or "class counts changed"
         self.restart_warmup = False  # set when a resume found no state: warm-up starts again at the resume step
 
     @property
@@ -248,8 +249,10 @@ class SemScaleBalancer:
     def load(self, directory: str | os.PathLike, *, feature_dim: int | None = None) -> bool:
         """Restores what `save` wrote, after checking every value; False when `directory` holds no semscale state.
 
-        Without `POOL_FILE` (state present) the pool starts empty, `pool_restored` is False, the loaded weights stay in
-        force, and the next refresh waits until the pool holds as many features as the first measurement had.
+        When the saved pool cannot be restored, the pool starts empty, `pool_not_restored_because` says why
+        (`"missing"`: no `POOL_FILE`; `"class counts changed"`: the training set's counts differ from the checkpoint's,
+        so the capacities do), the loaded weights stay in force, and the next refresh waits until the pool holds as
+        many features as the first measurement had. A saved pool that was empty needs no file (`None`: nothing lost).
 
         Args:
             directory (`str` or `os.PathLike`): a checkpoint folder.
@@ -257,7 +260,7 @@ class SemScaleBalancer:
 
         Raises:
             `ValueError`: a file that cannot be read, or a field that does not fit this model and its training data;
-                the message names the file and the field.
+                the message names the file and the field. The balancer is then left as it was.
         """
         path = os.path.join(directory, STATE_FILE)
         if not os.path.isfile(path):
@@ -265,25 +268,39 @@ class SemScaleBalancer:
         tensors, metadata = _read_safetensors(path)
         state = _checked_state(path, tensors, metadata, self.class_counts)
         pool_path = os.path.join(directory, POOL_FILE)
-        pool_state = None
-        if os.path.isfile(pool_path) and state["same_counts"]:
-            pool_state = _read_safetensors(pool_path, device=str(self.pool.device))[0]
-            _check_pool(pool_path, pool_state, tensors.get("pool_counts"), feature_dim)
-        # nothing is changed before every check has passed
+        saved_counts = state["pool_counts"]
+        saved_empty = saved_counts is not None and int(saved_counts.sum()) == 0
+        # loaded into a new pool, swapped in below: a failed check leaves the balancer as it was
+        pool = FeaturePool(self.pool.capacities, dtype=self.pool.dtype, device=self.pool.device)
+        reason = None
+        if not state["same_counts"]:
+            reason = None if saved_empty else "class counts changed"
+        elif os.path.isfile(pool_path):
+            pool_state = _read_safetensors(pool_path, device=str(pool.device))[0]
+            _check_pool(pool_path, pool_state, feature_dim)
+            try:
+                pool.load_state_dict(pool_state)
+            except ValueError as error:
+                raise ValueError(f"{pool_path}: {error}") from None
+            _check_pool_counts(path, pool_path, saved_counts, pool.counts)
+        elif not saved_empty:
+            reason = "missing"
+        # every check has passed: everything is set at once
+        self.pool = pool
         self.class_weights = state["class_weights"]
         self.semantic_scales = state["semantic_scales"]
         for name in ("stage", "num_refreshes", "last_refresh_step", "warmup_start_step", "first_measurement_features"):
             setattr(self, name, state[name])
-        self.pool_restored = pool_state is not None
-        if pool_state is not None:
-            try:
-                self.pool.load_state_dict(pool_state)
-            except ValueError as error:
-                raise ValueError(f"{pool_path}: {error}") from None
-            self.min_pool_features = 0
-        else:
-            self.pool.reset()
-            self.min_pool_features = self.first_measurement_features if self.num_refreshes > 0 else 0
+        self.pool_not_restored_because = reason
+        self.pool_restored = reason is None
+        self.min_pool_features = self.first_measurement_features if reason and self.num_refreshes > 0 else 0
+        if not state["same_counts"]:
+            logger.warning(
+                f"{path}: the class counts of the checkpoint ({tensors['class_counts'].tolist()}) differ from this "
+                f"training set's ({self.class_counts.tolist()}); the pool's capacities and count-based weights follow "
+                "the training set, so the saved pool is not restored: the pool starts empty, and the checkpoint's "
+                "class weights stay in force until the next refresh"
+            )
         return True
 
 
@@ -325,13 +342,20 @@ def _checked_state(
     if bool(torch.isinf(scales).any()) or bool((scales < 0).any()):
         raise ValueError(f"{path}: semantic_scales must be non-negative or NaN (unmeasured), got {scales.tolist()}")
     same_counts = "class_counts" not in tensors or torch.equal(tensors["class_counts"].long(), class_counts)
-    if not same_counts:
-        logger.warning(
-            f"{path}: the class counts of the checkpoint ({tensors['class_counts'].tolist()}) differ from this "
-            f"training set's ({class_counts.tolist()}); the pool's capacities and count-based weights follow the "
-            "training set, so the saved pool is not restored"
-        )
-    state = {"class_weights": weights, "semantic_scales": scales, "same_counts": same_counts}
+    pool_counts = tensors.get("pool_counts")  # features the saved pool held per class (None: an older file)
+    if pool_counts is not None:
+        if pool_counts.shape != (num_classes,) or pool_counts.is_floating_point() or bool((pool_counts < 0).any()):
+            raise ValueError(
+                f"{path}: pool_counts must be non-negative integers of shape ({num_classes},), got shape "
+                f"{tuple(pool_counts.shape)} and dtype {pool_counts.dtype}; the checkpoint is damaged"
+            )
+        pool_counts = pool_counts.long().cpu()
+    state = {
+        "class_weights": weights,
+        "semantic_scales": scales,
+        "same_counts": same_counts,
+        "pool_counts": pool_counts,
+    }
     stage = metadata.get("stage", "balanced")
     if stage not in STAGES:
         raise ValueError(f"{path}: stage must be one of {STAGES}, got {stage!r}")
@@ -350,10 +374,8 @@ def _checked_state(
     return state
 
 
-def _check_pool(
-    path: str, state: dict[str, torch.Tensor], saved_counts: torch.Tensor | None, feature_dim: int | None
-) -> None:
-    """Checks what the pool's own `load_state_dict` cannot know: dimension, finite values, agreement with the state."""
+def _check_pool(path: str, state: dict[str, torch.Tensor], feature_dim: int | None) -> None:
+    """Checks what the pool's own `load_state_dict` cannot know: the dimension and finite values."""
     features = state.get("features")
     if features is None or features.ndim != 2:
         return  # load_state_dict names what is missing or malformed
@@ -364,12 +386,20 @@ def _check_pool(
         )
     if features.is_floating_point() and not bool(torch.isfinite(features).all()):
         raise ValueError(f"{path}: the pool holds NaN or inf values; the checkpoint is damaged")
-    capacities, num_seen = state.get("capacities"), state.get("num_seen")
-    if saved_counts is not None and capacities is not None and num_seen is not None:
-        if capacities.shape == num_seen.shape == saved_counts.shape and not torch.equal(
-            torch.minimum(num_seen, capacities).cpu(), saved_counts.cpu()
-        ):
-            raise ValueError(
-                f"{path}: the pool's slot counts disagree with the state file's pool_counts (files of two "
-                "different checkpoints?)"
-            )
+
+
+def _check_pool_counts(
+    state_path: str, pool_path: str, saved_counts: torch.Tensor | None, pool_counts: torch.Tensor
+) -> None:
+    """The loaded pool holds as many features per class as the state file says the saved one did."""
+    if saved_counts is None:
+        raise ValueError(
+            f"{state_path}: the field 'pool_counts' is missing, so {pool_path} cannot be checked against it; the "
+            "checkpoint is damaged: resume from an earlier one, or delete the pool file to resume without it"
+        )
+    if not torch.equal(pool_counts.cpu(), saved_counts):
+        raise ValueError(
+            f"{pool_path}: the pool's slot counts {pool_counts.tolist()} disagree with the state file's pool_counts "
+            f"{saved_counts.tolist()} (files of two different checkpoints?); resume from an earlier checkpoint, or "
+            "delete the pool file to resume without it"
+        )

@@ -105,3 +105,62 @@ def test_a_missing_pool_keeps_the_weights_and_defers_the_next_refresh(tmp_path):
     assert not loaded.ready_to_refresh()  # 8 of the 12 features the first measurement had
     loaded.record(torch.randn(4, 5), torch.tensor([0, 0, 1, 1]))
     assert loaded.ready_to_refresh()
+
+
+def _unchanged(balancer, features):
+    """Nothing of `balancer` was changed by a failed load: its stage, weights and pool."""
+    assert balancer.stage == "warmup" and balancer.num_refreshes == 0
+    assert torch.equal(balancer.class_weights, torch.ones(3, dtype=torch.float64))
+    assert torch.equal(balancer.pool.features_and_labels()[0], features)
+
+
+def test_a_pool_that_does_not_fit_changes_nothing(tmp_path):
+    _trained(tmp_path)
+    smaller = SemScaleBalancer(COUNTS, pool_max_per_class=3)  # other capacities than the saved pool's
+    smaller.record(torch.ones(2, 5), torch.tensor([0, 1]))
+    before = smaller.pool.features_and_labels()[0].clone()
+    with pytest.raises(ValueError, match=rf"{POOL_FILE}: state was saved by a pool with 3 classes and 12 slots"):
+        smaller.load(tmp_path)
+    _unchanged(smaller, before)
+
+
+def _drop(path, key):
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(str(path))
+    del tensors[key]
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def test_pool_counts_that_cannot_be_compared_are_an_error(tmp_path):
+    _trained(tmp_path)
+    _rewrite(tmp_path / STATE_FILE, pool_counts=torch.tensor([6, 4]))
+    fresh = SemScaleBalancer(COUNTS)
+    before = fresh.pool.features_and_labels()[0]
+    with pytest.raises(ValueError, match=rf"{STATE_FILE}: pool_counts must be .* shape \(3,\), got shape \(2,\)"):
+        fresh.load(tmp_path)
+    _trained(tmp_path)
+    _drop(tmp_path / STATE_FILE, "pool_counts")
+    with pytest.raises(ValueError, match=rf"'pool_counts' is missing, so .*{POOL_FILE} cannot be checked"):
+        fresh.load(tmp_path)
+    _unchanged(fresh, before)
+    (tmp_path / POOL_FILE).unlink()  # without the pool there is nothing to compare: the pool starts empty
+    assert fresh.load(tmp_path) and fresh.pool_not_restored_because == "missing"
+
+
+def test_why_a_pool_was_not_restored(tmp_path, caplog):
+    _trained(tmp_path)
+    changed = SemScaleBalancer([6, 4, 3])
+    with caplog.at_level(logging.WARNING, logger="semscale_hf.core.balancer"):
+        assert changed.load(tmp_path)
+    assert changed.pool_not_restored_because == "class counts changed" and int(changed.pool.counts.sum()) == 0
+    assert "the checkpoint's class weights stay in force until the next refresh" in caplog.text
+    assert changed.min_pool_features == 12
+    # a pool that was empty when it was saved loses nothing (no pool file is written for it)
+    empty = SemScaleBalancer(COUNTS)
+    empty.save(tmp_path / "empty", include_pool=True)
+    assert not (tmp_path / "empty" / POOL_FILE).exists()
+    loaded = SemScaleBalancer(COUNTS)
+    assert loaded.load(tmp_path / "empty") and loaded.pool_not_restored_because is None and loaded.pool_restored
