@@ -383,16 +383,41 @@ class SemScaleTrainer(HubPushMixin, Trainer):
         balancer = self.balancer
         if not balancer.load(resume_from_checkpoint, feature_dim=self.capture.dim):
             balancer.restart_warmup = True  # the callback moves the warm-up's start to the resume step
+            # the warm-up as SemScaleCallback.on_train_begin counts it, from the resumed step
+            steps, epochs = self.args.semscale_warmup_steps, self.args.semscale_warmup_epochs
+            if (steps if steps is not None else epochs) == 0:
+                then = "no warm-up is configured, so the first measurement comes at once, on the empty pool"
+            else:
+                length = f"{steps} steps (semscale_warmup_steps)" if steps is not None else f"{epochs:g} epochs"
+                then = (
+                    f"the loss is unweighted for the next {length}, then the first measurement sees only the features "
+                    "gathered after the resume"
+                )
             logger.warning(
                 f"{resume_from_checkpoint} holds no {STATE_FILE}: the feature pool starts empty and warm-up restarts "
-                "at the resumed step (unweighted loss until the pool has filled again)"
+                f"at the resumed step: {then}"
             )
-        elif not balancer.pool_restored and balancer.min_pool_features > 0:
-            logger.warning(
-                f"{resume_from_checkpoint} has {STATE_FILE} but no {POOL_FILE}: the checkpoint's class weights stay "
-                f"in force, and the next refresh waits until the pool holds {balancer.min_pool_features} features "
-                "again (as many as the first measurement had)"
+            return
+        reason = balancer.pool_not_restored_because
+        if reason is None:  # restored, or the saved pool was empty: nothing lost
+            return
+        if reason == "missing":
+            what = f"has {STATE_FILE} but no {POOL_FILE}"
+        else:
+            what = f"was saved with other class counts, so its {POOL_FILE} is not restored"
+        if balancer.num_refreshes == 0:  # the restored warm-up keeps its schedule
+            then = (
+                "warm-up goes on as scheduled, but the first measurement sees only the features gathered after the "
+                "resume"
             )
+        elif balancer.min_pool_features > 0:
+            then = (
+                f"the checkpoint's class weights stay in force, and the next refresh waits until the pool holds "
+                f"{balancer.min_pool_features} features again (as many as the first measurement had)"
+            )
+        else:
+            then = "the checkpoint's class weights stay in force until the next refresh, which sees only new features"
+        logger.warning(f"{resume_from_checkpoint} {what}: the feature pool starts empty; {then}")
 
     def remove_hooks(self) -> None:
         """Removes the feature hook from the model (e.g. before handing the model to other code)."""

@@ -13,9 +13,9 @@ from semscale_hf import SemScaleTrainer
 from semscale_hf.core.balancer import POOL_FILE, STATE_FILE
 
 
-def _checkpoint(tmp_path, data):
+def _checkpoint(tmp_path, data, **schedule):
     # warm-up 2 steps, refresh every 3: refreshes at steps 2, 5, 8, ...; the first measured 8 features
-    args = make_args(tmp_path / "full", num_train_epochs=3, save_strategy="steps", save_steps=4)
+    args = make_args(tmp_path / "full", num_train_epochs=3, save_strategy="steps", save_steps=4, **schedule)
     full = SemScaleTrainer(model=tiny_vit(), args=args, train_dataset=data)
     full.train()
     damaged = tmp_path / "damaged"
@@ -23,9 +23,9 @@ def _checkpoint(tmp_path, data):
     return damaged
 
 
-def _resume(tmp_path, checkpoint, data, caplog):
-    trainer = SemScaleTrainer(model=tiny_vit(seed=1), args=make_args(tmp_path / "resumed", num_train_epochs=3),
-                              train_dataset=data)  # fmt: skip
+def _resume(tmp_path, checkpoint, data, caplog, class_counts=None, **schedule):
+    args = make_args(tmp_path / "resumed", num_train_epochs=3, **schedule)
+    trainer = SemScaleTrainer(model=tiny_vit(seed=1), args=args, train_dataset=data, class_counts=class_counts)
     seen = []
     original = trainer.balancer.loss_weights
 
@@ -48,7 +48,8 @@ def test_a_missing_pool_keeps_the_checkpoint_weights_and_the_next_refresh_waits(
     saved_weights = load_file(str(checkpoint / STATE_FILE))["class_weights"]
     (checkpoint / POOL_FILE).unlink()
     trainer, seen, refreshes = _resume(tmp_path, checkpoint, data, caplog)
-    assert POOL_FILE in caplog.text and "waits until the pool holds 8 features" in caplog.text
+    assert f"has {STATE_FILE} but no {POOL_FILE}" in caplog.text
+    assert "weights stay in force, and the next refresh waits until the pool holds 8 features" in caplog.text
     first_step, first_weights = seen[0]
     assert first_step == 4 and torch.allclose(first_weights, saved_weights.double(), rtol=1e-6)
     # due at step 5, but the refilled pool holds 4 features then: the refresh comes at step 6 (8 features)
@@ -61,10 +62,40 @@ def test_a_missing_state_restarts_warm_up_at_the_resumed_step(tmp_path, caplog):
     (checkpoint / POOL_FILE).unlink()
     (checkpoint / STATE_FILE).unlink()
     trainer, seen, refreshes = _resume(tmp_path, checkpoint, data, caplog)
-    assert "warm-up restarts at the resumed step" in caplog.text
+    assert (
+        "warm-up restarts at the resumed step: the loss is unweighted for the next 2 steps (semscale_warmup_steps), "
+        "then the first measurement sees only the features gathered after the resume"
+    ) in caplog.text
     # unweighted for the 2 warm-up steps after the resume (steps 4 and 5), then the first measurement at step 6
     assert all(w is None for step, w in seen if step < 6) and refreshes[0] == 6
     assert trainer.balancer.warmup_start_step == 4
+
+
+def test_a_missing_pool_during_warm_up_warns_that_the_first_measurement_sees_only_new_features(tmp_path, caplog):
+    data = digits_dataset(counts=[16, 10, 6, 4])
+    warm_up = {"semscale_warmup_steps": 6}  # checkpoint-4 is still in warm-up: no weights to keep, a pool to lose
+    checkpoint = _checkpoint(tmp_path, data, **warm_up)
+    (checkpoint / POOL_FILE).unlink()
+    trainer, seen, refreshes = _resume(tmp_path, checkpoint, data, caplog, **warm_up)
+    assert (
+        f"has {STATE_FILE} but no {POOL_FILE}: the feature pool starts empty; warm-up goes on as scheduled, but the "
+        "first measurement sees only the features gathered after the resume"
+    ) in caplog.text
+    # as it says: the measurement at step 6 (as scheduled) saw the 2 batches of steps 5 and 6, not 6 batches
+    first = next(e for e in trainer.state.log_history if "semscale/refreshes" in e)
+    assert first["step"] == 6 and first["semscale/pool_features"] == 8
+    assert refreshes[0] == 6 and all(w is None for step, w in seen if step < 6)
+
+
+def test_changed_class_counts_warn_that_the_pool_was_not_restored(tmp_path, caplog):
+    data = digits_dataset(counts=[16, 10, 6, 4])
+    checkpoint = _checkpoint(tmp_path, data)  # the pool file is there
+    with caplog.at_level(logging.WARNING, logger="semscale_hf.core.balancer"):
+        _resume(tmp_path, checkpoint, data, caplog, class_counts=[16, 10, 6, 5])
+    assert "differ from this training set's" in caplog.text
+    assert "class weights stay in force until the next refresh" in caplog.text
+    assert f"was saved with other class counts, so its {POOL_FILE} is not restored" in caplog.text
+    assert "but no" not in caplog.text  # the file is there: the warning must not say it is missing
 
 
 class StartStep(TrainerCallback):
