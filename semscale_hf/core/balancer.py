@@ -137,8 +137,8 @@ class SemScaleBalancer:
     ) -> torch.Tensor | None:
         """Class weights for the loss now: `None` (unweighted) during warm-up or without re-weighting.
 
-        On `device` in `dtype` (the loss's compute dtype), copied there once per refresh, not at every call; without
-        a device, the float64 CPU weights themselves.
+        On `device` in `dtype` (the loss's compute dtype), copied there once per refresh, not at every call, and at
+        least the smallest positive number of `dtype`; without a device, the float64 CPU weights themselves.
         """
         if self.stage == "warmup" or self.weighting == "none":
             return None
@@ -146,7 +146,10 @@ class SemScaleBalancer:
             return self.class_weights
         key = (str(device), dtype)  # as asked for: "cuda" and a tensor's "cuda:0" would never compare equal
         if self._loss_weights is None or self._loss_weights[0] != key:
-            self._loss_weights = (key, self.class_weights.to(device=device, dtype=dtype))
+            weights = self.class_weights.to(device=device, dtype=dtype)
+            if dtype.is_floating_point:  # a weight positive in float64 can be 0 in float32 (a large power): a class
+                weights = weights.clamp_min(torch.finfo(dtype).tiny)  # weighted 0 would never be trained
+            self._loss_weights = (key, weights)
         return self._loss_weights[1]
 
     def measure(self) -> torch.Tensor:

@@ -107,3 +107,18 @@ def test_weights_are_finite_and_positive_for_extreme_scales_and_powers(values, p
 def test_an_infinite_scale_is_an_error_not_an_unmeasured_class():
     with pytest.raises(ValueError, match=r"got inf at classes \[2\]"):
         scales_to_weights(torch.tensor([1.0, 2.0, float("inf")]))
+
+
+def test_weights_stay_positive_in_the_dtype_of_the_loss():
+    from semscale_hf.core.balancer import SemScaleBalancer
+
+    # a large power: the wider class's weight is the smallest float64, which is 0 in float32
+    balancer = SemScaleBalancer([8, 8], power=2000)
+    generator = torch.Generator().manual_seed(0)
+    features = torch.cat([torch.randn(8, 3, generator=generator), 3 * torch.randn(8, 3, generator=generator)])
+    balancer.record(features, torch.tensor([0] * 8 + [1] * 8))
+    balancer.refresh(step=1)
+    assert bool((balancer.class_weights > 0).all()) and balancer.class_weights.float()[1] == 0
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        weights = balancer.loss_weights("cpu", dtype)
+        assert weights.dtype == dtype and bool((weights > 0).all()) and weights[0] == 2.0
