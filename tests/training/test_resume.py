@@ -6,7 +6,8 @@ import shutil
 import pytest
 import torch
 from _helpers.trainer_utils import digits_dataset, make_args, tiny_vit
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 
 from semscale_hf import SemScaleTrainer
@@ -96,6 +97,34 @@ def test_changed_class_counts_warn_that_the_pool_was_not_restored(tmp_path, capl
     assert "class weights stay in force until the next refresh" in caplog.text
     assert f"was saved with other class counts, so its {POOL_FILE} is not restored" in caplog.text
     assert "but no" not in caplog.text  # the file is there: the warning must not say it is missing
+
+
+class OptimizerSteps(TrainerCallback):
+    count = 0
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.count += 1
+
+
+@pytest.mark.parametrize("damage", ["truncated", "negative weight"])
+def test_a_damaged_state_fails_the_resume_before_the_first_step(tmp_path, damage):
+    data = digits_dataset(counts=[16, 10, 6, 4])
+    checkpoint = _checkpoint(tmp_path, data)
+    path = checkpoint / STATE_FILE
+    if damage == "truncated":  # caught by the completeness check, before Trainer loads anything
+        path.write_bytes(path.read_bytes()[:100])
+    else:  # a readable file with a bad value: caught when the state is loaded, before the training loop
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata()
+        tensors = load_file(str(path))
+        tensors["class_weights"][1] = -1.0
+        save_file(tensors, str(path), metadata=metadata)
+    output = tmp_path / "resumed"
+    args = make_args(output, num_train_epochs=3, save_strategy="steps", save_steps=1)
+    trainer = SemScaleTrainer(model=tiny_vit(), args=args, train_dataset=data, callbacks=[steps := OptimizerSteps()])
+    with pytest.raises(ValueError, match=STATE_FILE):
+        trainer.train(resume_from_checkpoint=str(checkpoint))
+    assert steps.count == 0 and not list(output.glob("checkpoint-*"))
 
 
 class StartStep(TrainerCallback):
