@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -11,7 +12,7 @@ from torch import nn
 from transformers import PreTrainedModel, Trainer
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
-from transformers.utils import SAFE_WEIGHTS_NAME, logging
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, logging
 
 from ..core._validation import IGNORE_INDEX, parse_alpha
 from ..core.balancer import POOL_FILE, STATE_FILE, TOKEN_POOL_MAX_PER_CLASS, SemScaleBalancer
@@ -429,14 +430,21 @@ def _reload_renamed_weights(model: nn.Module, checkpoint: str) -> bool:
 
     transformers 5.x saves some models (ViT among them) under legacy parameter names and converts them back only in
     `from_pretrained`; `Trainer._load_from_checkpoint` loads the raw state dict with `strict=False`, so on resume the
-    renamed layers silently keep their fresh initialisation (seen with transformers 5.24). Remove when Trainer's own
-    resume converts the names. Returns whether it reloaded the weights (then every weight is restored).
+    renamed layers silently keep their fresh initialisation (seen with transformers 5.24 and 5.25). Remove when
+    Trainer's own resume converts the names. Handles one `model.safetensors` and sharded saves (the names are read from
+    `model.safetensors.index.json`). Returns whether it reloaded the weights (then every weight is restored).
     """
-    path = os.path.join(checkpoint, SAFE_WEIGHTS_NAME)
-    if not isinstance(model, PreTrainedModel) or not os.path.isfile(path):
+    if not isinstance(model, PreTrainedModel):
         return False
-    with safe_open(path, framework="pt") as handle:
-        saved = set(handle.keys())
+    path, index = os.path.join(checkpoint, SAFE_WEIGHTS_NAME), os.path.join(checkpoint, SAFE_WEIGHTS_INDEX_NAME)
+    if os.path.isfile(path):
+        with safe_open(path, framework="pt") as handle:
+            saved = set(handle.keys())
+    elif os.path.isfile(index):  # a sharded save: its index names every weight
+        with open(index, encoding="utf-8") as handle:
+            saved = set(json.load(handle)["weight_map"])
+    else:
+        return False
     if saved == set(model.state_dict()):
         return False
     reloaded = type(model).from_pretrained(checkpoint, dtype=model.dtype)

@@ -99,6 +99,24 @@ def test_changed_class_counts_warn_that_the_pool_was_not_restored(tmp_path, capl
     assert "but no" not in caplog.text  # the file is there: the warning must not say it is missing
 
 
+def test_a_sharded_checkpoint_restores_every_weight(tmp_path):
+    # ViT is saved under legacy names that only from_pretrained converts: a sharded checkpoint must be reloaded too
+    data = digits_dataset(counts=[16, 10, 6, 4])
+    args = make_args(tmp_path / "full", num_train_epochs=3, save_strategy="steps", save_steps=4)
+    full = SemScaleTrainer(model=tiny_vit(), args=args, train_dataset=data)
+    full.train()
+    checkpoint = tmp_path / "full" / "checkpoint-4"
+    trained = type(full.model).from_pretrained(str(checkpoint))
+    (checkpoint / "model.safetensors").unlink()
+    trained.save_pretrained(str(checkpoint), max_shard_size="4KB")  # several model-0000k-of-0000n files
+    assert (checkpoint / "model.safetensors.index.json").is_file() and not (checkpoint / "model.safetensors").exists()
+    args = make_args(tmp_path / "resumed", num_train_epochs=3)
+    resumed = SemScaleTrainer(model=tiny_vit(seed=1), args=args, train_dataset=data)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    for (name, p), q in zip(full.model.named_parameters(), resumed.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-4, msg=lambda m, name=name: f"{name}: {m}")
+
+
 class OptimizerSteps(TrainerCallback):
     count = 0
 
