@@ -1,12 +1,21 @@
-"""Kills training with SIGKILL at random moments and resumes it: how many resumes work, crash, or meet a half-written
-checkpoint.
+"""Kills training with SIGKILL at random moments and resumes it: how many resumes work, crash, start from the wrong
+checkpoint or meet a half-written one.
 
     python benchmarks/kill_resume.py --trials 20 | tee benchmarks/results/kill_resume.txt
 
 Each trial starts `tests/_helpers/kill_train.py` (tiny ViT, SemScaleTrainer, a checkpoint at every step), kills it
-at a uniformly random moment of its training (after "TRAIN BEGIN", within the duration of an uninterrupted run),
-records whether a `checkpoint-N` folder is incomplete (`semscale_hf.training.checkpoints.checkpoint_problems`),
-then runs it again with `resume_from_checkpoint=True` and compares the final weights with the uninterrupted run's.
+at a uniformly random moment of its training (after "TRAIN BEGIN", within the duration of an uninterrupted run), and
+looks at what the kill left: the newest complete checkpoint (`semscale_hf.training.checkpoints.checkpoint_problems`;
+a complete one waiting in the staging folder counts, as `train()` puts it in place), incomplete `checkpoint-N` folders,
+and a staging folder (the kill landed inside a save). It then runs the script again with `resume_from_checkpoint=True`
+and checks the step training started from (it must be the newest complete checkpoint's: training is deterministic, so
+a resume that silently started from step 0 would end with the same weights) and every weight against the
+uninterrupted run's (1e-4).
+
+Outcomes: `ok` (started from the newest complete checkpoint, reached the final step, every weight matches),
+`picked an incomplete checkpoint`, `started from step S` (another wrong start), `weights differ`, `CRASHED`, and
+`overshot`: the kill came after the checkpoint of the final step, and transformers' `Trainer` (5.25, plain `Trainer`
+alike) runs one step more when it resumes from the checkpoint of its final step, so the weights are not compared.
 """
 
 from __future__ import annotations
@@ -24,8 +33,9 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
-from semscale_hf.training.checkpoints import checkpoint_problems
+from semscale_hf.training.checkpoints import STAGING_DIR, checkpoint_problems
 
 
 SCRIPT = Path(__file__).resolve().parents[1] / "tests" / "_helpers" / "kill_train.py"
@@ -45,6 +55,33 @@ def wait_for(process: subprocess.Popen, marker: str) -> float:
     raise RuntimeError(f"the training script ended before printing {marker!r}")
 
 
+def _steps(folder: Path) -> dict[int, Path]:
+    return {int(p.name.split("-")[1]): p for p in folder.glob("checkpoint-*") if p.is_dir() and "." not in p.name}
+
+
+def inspect(output: Path) -> dict:
+    """What a kill left in `output`, before anything cleans it up."""
+    published, staged = _steps(output), _steps(output / STAGING_DIR)
+    incomplete = {step for step, path in published.items() if checkpoint_problems(str(path))}
+    complete = set(published) - incomplete
+    # train() puts a complete staged checkpoint in place when its checkpoint-N is missing
+    restorable = {step for step, path in staged.items() if step not in published}
+    restorable -= {step for step in restorable if checkpoint_problems(str(staged[step]))}
+    if not (output / STAGING_DIR).exists():
+        inside_save = "no"
+    else:
+        inside_save = f"yes, checkpoint-{max(restorable)} complete" if restorable else "yes, half-written"
+    return {
+        "newest_complete": max(complete | restorable, default=None),
+        "incomplete": sorted(incomplete),
+        "inside_save": inside_save,
+    }
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-4) for k in a)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=20)
@@ -55,56 +92,72 @@ def main(argv: list[str] | None = None) -> None:
            "KILL_TRAIN_SAVE_STEPS": "1"}  # fmt: skip
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="kill_resume_"))
+    started = time.perf_counter()
 
     reference = root / "reference"
     process = start(reference, "full", env)
     begin = wait_for(process, "TRAIN BEGIN")
     duration = wait_for(process, "TRAIN END") - begin
     process.communicate()
-    expected = json.loads(Path(f"{reference}.json").read_text())
+    expected = load_file(f"{reference}.safetensors")
+    import transformers
+
+    command = f"benchmarks/kill_resume.py --trials {args.trials} --max-steps {args.max_steps} --seed {args.seed}"
     print(f"# kill_resume: {args.trials} SIGKILLs at random moments of a {duration:.1f} s training run "
-          f"({args.max_steps} steps, a checkpoint every step)\n")  # fmt: skip
-    print("| trial | killed after (s) | newest checkpoint | incomplete checkpoint left | resume | weights match |")
-    print("|---:|---:|---|---|---|---|")
-    totals = {"resumed": 0, "crashed": 0, "incomplete": 0, "match": 0, "final": 0}
+          f"({args.max_steps} steps, a checkpoint every step)\n#   python {command}\n#   transformers "
+          f"{transformers.__version__}, torch {torch.__version__}, {os.cpu_count()} CPUs\n")  # fmt: skip
+    print("| trial | killed after (s) | newest complete checkpoint | killed inside a save | incomplete checkpoint-N "
+          "| resumed from step | outcome |")  # fmt: skip
+    print("|---:|---:|---|---|---|---:|---|")
+    outcomes: dict[str, int] = {}
+    inside_save = staged_complete = left_incomplete = 0
     for trial in range(1, args.trials + 1):
         output = root / f"trial{trial}"
         process = start(output, "full", env)
         begin = wait_for(process, "TRAIN BEGIN")
         delay = rng.uniform(0.0, duration)
         time.sleep(max(0.0, delay - (time.perf_counter() - begin)))
-        finished = process.poll() is not None
-        if not finished:
-            process.send_signal(signal.SIGKILL)
+        process.send_signal(signal.SIGKILL)  # (a no-op if it has already finished)
         process.communicate()
-        checkpoints = sorted((int(p.name.split("-")[1]), p) for p in output.glob("checkpoint-*") if p.is_dir())
-        newest = checkpoints[-1][1].name if checkpoints else "none"
-        if checkpoints and checkpoints[-1][0] == args.max_steps:
-            # transformers 5.24's Trainer runs one step more when it resumes from the final checkpoint: not compared
-            totals["final"] += 1
-            print(f"| {trial} | {delay:.2f} | {newest} | - | final checkpoint written, not resumed | - |")
-            continue
-        incomplete = [p.name for _, p in checkpoints if checkpoint_problems(str(p))]
-        totals["incomplete"] += bool(incomplete)
-        resumed = subprocess.run([sys.executable, str(SCRIPT), str(output), "resume" if checkpoints else "full"],
+        left = inspect(output)
+        inside_save += left["inside_save"] != "no"
+        staged_complete += "complete" in left["inside_save"]
+        left_incomplete += bool(left["incomplete"])
+        newest = left["newest_complete"]
+        # without a complete checkpoint, start again (resume_from_checkpoint=True would refuse)
+        resumed = subprocess.run([sys.executable, str(SCRIPT), str(output), "full" if newest is None else "resume"],
                                  env=env, capture_output=True, text=True)  # fmt: skip
-        if resumed.returncode == 0:
-            totals["resumed"] += 1
-            result = json.loads(Path(f"{output}.json").read_text())
-            match = result["global_step"] == expected["global_step"] and torch.allclose(
-                torch.tensor(result["classifier"]), torch.tensor(expected["classifier"]), rtol=1e-4, atol=1e-4
-            )
-            totals["match"] += match
-            outcome, matched = "ok", "yes" if match else "NO"
+        start_step = "-"
+        if resumed.returncode != 0:
+            outcome = "CRASHED: " + resumed.stderr.strip().splitlines()[-1][:80]
         else:
-            totals["crashed"] += 1
-            outcome, matched = "CRASHED: " + resumed.stderr.strip().splitlines()[-1][:80], "-"
-        print(f"| {trial} | {delay:.2f} | {newest} | {', '.join(incomplete) or 'no'} | {outcome} | {matched} |")
+            result = json.loads(Path(f"{output}.json").read_text())
+            start_step = result["start_step"]
+            if start_step in left["incomplete"]:
+                outcome = "picked an incomplete checkpoint"
+            elif start_step != (newest or 0):
+                outcome = f"started from step {start_step}"
+            elif newest == args.max_steps:
+                outcome = f"overshot (ran to step {result['global_step']})"
+            elif result["global_step"] == args.max_steps and same_weights(
+                load_file(f"{output}.safetensors"), expected
+            ):
+                outcome = "ok"
+            else:
+                outcome = "weights differ"
+        key = outcome.split(":")[0].split(" (")[0]
+        outcomes[key] = outcomes.get(key, 0) + 1
+        incomplete = ", ".join(f"checkpoint-{s}" for s in left["incomplete"]) or "none"
+        print(f"| {trial} | {delay:.2f} | {'none' if newest is None else f'checkpoint-{newest}'} | "
+              f"{left['inside_save']} | {incomplete} | {start_step} | {outcome} |")  # fmt: skip
+    order = ["ok", "overshot", "picked an incomplete checkpoint", "weights differ", "CRASHED"]
+    counts = ", ".join(f"{outcomes.get(k, 0)} {k}" for k in order)
+    others = ", ".join(f"{n} {k}" for k, n in outcomes.items() if k not in order)
     print(
-        f"\n{args.trials} kills: {totals['resumed']} resumed ({totals['match']} with the uninterrupted run's "
-        "weights), "
-        f"{totals['crashed']} crashed, {totals['incomplete']} left an incomplete checkpoint-N folder, "
-        f"{totals['final']} killed after the final checkpoint (not resumed)"
+        f"\n{args.trials} kills: {counts}{', ' + others if others else ''}; {inside_save} landed inside a save "
+        f"(a staging folder was left; in {staged_complete} of them the staged checkpoint was complete, its rename not "
+        f"done, and the resume put it in place), {left_incomplete} left an incomplete checkpoint-N folder. "
+        f"Wall time {time.perf_counter() - started:.0f} s."
     )
     shutil.rmtree(root, ignore_errors=True)
 

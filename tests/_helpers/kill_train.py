@@ -130,7 +130,6 @@ def main(output_dir: str, mode: str) -> None:
     result = {
         "start_step": announce.start_step,
         "global_step": trainer.state.global_step,
-        "classifier": trainer.model.classifier.weight.detach().flatten().tolist(),
         "class_weights": trainer.class_weights.tolist(),
     }
     with open(f"{output_dir}.json", "w", encoding="utf-8") as handle:
