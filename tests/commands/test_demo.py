@@ -61,11 +61,15 @@ def test_cli_lists_commands_rejects_unknown_and_prints_its_version(capsys):
     assert module.stdout.strip() == f"semscale-hf {__version__}"
 
 
-def test_every_command_takes_underscores_and_dashes(tmp_path, capsys):
-    # install-metric took only `--modules-cache`; the command name works in both spellings too
+def test_every_command_takes_underscores_and_dashes(tmp_path, capsys, monkeypatch):
+    # install-metric took only `--modules-cache`; the command name works in both spellings too. The registration
+    # itself is replaced: it imports evaluate's module package from the cache it is given, once per process.
+    from semscale_hf.commands import install_metric
+
+    caches = []
+    monkeypatch.setattr(install_metric, "register_evaluate_module", lambda cache: caches.append(cache) or tmp_path)
     for command, option in [("install-metric", "--modules_cache"), ("install_metric", "--modules-cache=")]:
-        cache = tmp_path / command
-        argv = [command, f"{option}{cache}"] if option.endswith("=") else [command, option, str(cache)]
+        argv = [command, f"{option}{tmp_path / command}"] if option.endswith("=") else [command, option, command]
         assert cli_main(argv) == 0
-        assert str(cache) in capsys.readouterr().out
-        assert list(cache.rglob("semantic_scale.py"))
+    assert caches == ["install-metric", str(tmp_path / "install_metric")]
+    assert str(tmp_path) in capsys.readouterr().out
