@@ -279,7 +279,9 @@ class SemScaleBalancer:
         if not state["same_counts"]:
             reason = None if saved_empty else "class counts changed"
         elif os.path.isfile(pool_path):
-            pool_state = _read_safetensors(pool_path, device=str(pool.device))[0]
+            # safetensors takes "cpu", not the "cpu:0" of a CPU process group's device
+            device = "cpu" if pool.device.type == "cpu" else str(pool.device)
+            pool_state = _read_safetensors(pool_path, device=device)[0]
             _check_pool(pool_path, pool_state, feature_dim)
             try:
                 pool.load_state_dict(pool_state)
@@ -296,7 +298,10 @@ class SemScaleBalancer:
             setattr(self, name, state[name])
         self.pool_not_restored_because = reason
         self.pool_restored = reason is None
-        self.min_pool_features = self.first_measurement_features if reason and self.num_refreshes > 0 else 0
+        # never more than the pool can hold: with smaller capacities (counts changed, a lower cap) the refresh
+        # would otherwise wait for ever
+        waits = reason is not None and self.num_refreshes > 0
+        self.min_pool_features = min(self.first_measurement_features, int(pool.capacities.sum())) if waits else 0
         if not state["same_counts"]:
             logger.warning(
                 f"{path}: the class counts of the checkpoint ({tensors['class_counts'].tolist()}) differ from this "

@@ -333,16 +333,15 @@ class SemScaleTrainer(HubPushMixin, Trainer):
             self._saving_checkpoint = self._defer_pushes = False
         deferred, self._deferred_push = self._deferred_push, None
         self.accelerator.wait_for_everyone()  # every rank's files are in the staging folder
+        state = self.state
+        # When this step is the best, Trainer names the folder it saw, the staging one: every rank takes the final
+        # path (each rank loads the best model at the end), rank 0 writes it into the checkpoint's state
+        best = state.best_model_checkpoint
+        named_staged = best is not None and os.path.dirname(os.path.normpath(best)) == os.path.normpath(staging)
+        if named_staged:
+            state.best_model_checkpoint = os.path.join(run_dir, os.path.basename(os.path.normpath(best)))
         if self.args.should_save:
-            state = self.state
-            best = state.best_model_checkpoint
-            if state.best_global_step and os.path.isdir(
-                os.path.join(staging if state.best_global_step == state.global_step else run_dir,
-                             f"{PREFIX_CHECKPOINT_DIR}-{state.best_global_step}")
-            ):  # fmt: skip
-                best = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.best_global_step}")
-            if best != state.best_model_checkpoint:  # Trainer saw the staging paths: write the final one
-                state.best_model_checkpoint = best
+            if named_staged:
                 state.save_to_json(os.path.join(staged, TRAINER_STATE_NAME))
             publish(staged, final)
             if deferred is not None:

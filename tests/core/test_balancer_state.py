@@ -164,3 +164,18 @@ def test_why_a_pool_was_not_restored(tmp_path, caplog):
     assert not (tmp_path / "empty" / POOL_FILE).exists()
     loaded = SemScaleBalancer(COUNTS)
     assert loaded.load(tmp_path / "empty") and loaded.pool_not_restored_because is None and loaded.pool_restored
+
+
+@pytest.mark.parametrize("restored_with", ["fewer samples", "a lower pool cap"])
+def test_the_deferred_refresh_waits_for_no_more_than_the_pool_can_hold(tmp_path, restored_with):
+    # the first measurement saw all 12 features; a pool of capacity 11 (or 9) could never hold that many again
+    _trained(tmp_path)
+    if restored_with == "fewer samples":
+        loaded, capacity = SemScaleBalancer([6, 4, 1]), 11
+    else:
+        (tmp_path / POOL_FILE).unlink()
+        loaded, capacity = SemScaleBalancer(COUNTS, pool_max_per_class=3), 8
+    assert loaded.load(tmp_path) and not loaded.pool_restored
+    assert loaded.min_pool_features == capacity
+    loaded.record(torch.randn(16, 5), torch.tensor([0] * 8 + [1] * 6 + [2] * 2))
+    assert int(loaded.pool.counts.sum()) == capacity and loaded.ready_to_refresh()

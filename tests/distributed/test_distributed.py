@@ -83,3 +83,15 @@ def test_token_and_multi_label_tasks_two_processes_equal_one_process(tmp_path, m
     assert double["class_weights"] == pytest.approx(single["class_weights"], rel=1e-4)
     assert double["losses"] == pytest.approx(single["losses"], rel=1e-4)
     assert double["classifier"] == pytest.approx(single["classifier"], rel=1e-3, abs=1e-5)
+
+
+@pytest.mark.distributed
+def test_every_rank_loads_the_best_checkpoint_at_the_end(tmp_path):
+    # Trainer names the best checkpoint by the folder it saved into, the staging one: every rank (not only the one
+    # that publishes the checkpoint) must take the final path, or the others keep the last step's weights
+    output = tmp_path / "two.json"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    _run([*torchrun, SCRIPT, str(output), "2", "trainer-best"], tmp_path)
+    state = json.loads(output.read_text())
+    assert state["world_size"] == 2 and state["best_found_on_ranks"] == [1.0, 1.0]
+    assert state["identical_across_ranks"]  # classifier weights included
