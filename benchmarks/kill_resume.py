@@ -6,7 +6,8 @@ checkpoint or meet a half-written one.
 Each trial starts `tests/_helpers/kill_train.py` (tiny ViT, SemScaleTrainer, a checkpoint at every step), kills it
 at a uniformly random moment of its training (after "TRAIN BEGIN", within the duration of an uninterrupted run), and
 looks at what the kill left: the newest complete checkpoint (`semscale_hf.training.checkpoints.checkpoint_problems`;
-a complete one waiting in the staging folder counts, as `train()` puts it in place), incomplete `checkpoint-N` folders,
+one marked complete in the staging folder, `checkpoint-N.ready`, counts, as `train()` puts it in place), incomplete
+`checkpoint-N` folders,
 and a staging folder (the kill landed inside a save). It then runs the script again with `resume_from_checkpoint=True`
 and checks the step training started from (it must be the newest complete checkpoint's: training is deterministic, so
 a resume that silently started from step 0 would end with the same weights) and every weight against the
@@ -61,12 +62,12 @@ def _steps(folder: Path) -> dict[int, Path]:
 
 def inspect(output: Path) -> dict:
     """What a kill left in `output`, before anything cleans it up."""
-    published, staged = _steps(output), _steps(output / STAGING_DIR)
+    published = _steps(output)
     incomplete = {step for step, path in published.items() if checkpoint_problems(str(path))}
     complete = set(published) - incomplete
-    # train() puts a complete staged checkpoint in place when its checkpoint-N is missing
-    restorable = {step for step, path in staged.items() if step not in published}
-    restorable -= {step for step in restorable if checkpoint_problems(str(staged[step]))}
+    # train() puts a staged checkpoint marked complete in place when its checkpoint-N is missing or incomplete
+    marked = {int(p.name[len("checkpoint-") : -len(".ready")]): p for p in (output / STAGING_DIR).glob("*.ready")}
+    restorable = {step for step, path in marked.items() if step not in complete and not checkpoint_problems(str(path))}
     if not (output / STAGING_DIR).exists():
         inside_save = "no"
     else:
@@ -155,8 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     others = ", ".join(f"{n} {k}" for k, n in outcomes.items() if k not in order)
     print(
         f"\n{args.trials} kills: {counts}{', ' + others if others else ''}; {inside_save} landed inside a save "
-        f"(a staging folder was left; in {staged_complete} of them the staged checkpoint was complete, its rename not "
-        f"done, and the resume put it in place), {left_incomplete} left an incomplete checkpoint-N folder. "
+        f"(a staging folder was left; in {staged_complete} of them the staged checkpoint was marked complete, its "
+        f"rename not done, and the resume put it in place), {left_incomplete} left an incomplete checkpoint-N folder. "
         f"Wall time {time.perf_counter() - started:.0f} s."
     )
     shutil.rmtree(root, ignore_errors=True)

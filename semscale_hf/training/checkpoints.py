@@ -1,9 +1,10 @@
 """Crash-safe checkpoints: staged in a hidden folder and renamed into place when complete; completeness checks.
 
-`SemScaleTrainer` lets `Trainer` write every checkpoint into `<output_dir>/.semscale-staging/checkpoint-N` and then
-renames the folder to `<output_dir>/checkpoint-N` (one `os.replace`, atomic on one filesystem). A process killed
-during a save therefore leaves the previous checkpoints and, at most, a staging folder that the next `train()` cleans
-up: a complete checkpoint found there whose `checkpoint-N` is missing is put in place, the rest is deleted.
+`SemScaleTrainer` lets `Trainer` write every checkpoint into `<output_dir>/.semscale-staging/checkpoint-N`; once every
+process has written its files, the folder is renamed `checkpoint-N.ready` and then `<output_dir>/checkpoint-N` (each
+an `os.replace`, atomic on one filesystem). A process killed during a save therefore leaves the previous checkpoints
+and, at most, a staging folder that the next `train()` cleans up: a `.ready` checkpoint whose `checkpoint-N` is
+missing (or incomplete) is put in place, the rest is deleted.
 Checkpoints written by other code (a plain `Trainer`, an older version) can still be incomplete:
 [`checkpoint_problems`] says what such a folder lacks, and [`newest_complete_checkpoint`] skips it.
 """
@@ -27,6 +28,7 @@ STAGING_DIR = ".semscale-staging"
 _CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 _WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "adapter_model.safetensors")
 _SAFETENSORS = ("semscale_state.safetensors", "semscale_pool.safetensors")
+_READY = ".ready"  # suffix of a staged checkpoint that every process has finished writing
 _REPLACED = ".replaced"  # suffix of a checkpoint that `publish` moved aside into the staging folder
 _RNG_STATE = re.compile(r"^rng_state(_\d+)?\.pth$")
 
@@ -120,70 +122,60 @@ def newest_complete_checkpoint(output_dir: str, *, save_only_model: bool = False
 
 
 def publish(staged: str, final: str) -> None:
-    """Moves a completely written checkpoint folder into place.
+    """Moves a checkpoint folder that every process has finished writing into place.
 
-    A folder already at `final` (the same step, saved again after a resume) is first moved aside into the staging
-    folder and deleted only after the new one is in place, so at every moment a complete copy is at `final` or waits
-    in the staging folder, where [`remove_stale_staging`] puts it back.
+    It is first marked complete (renamed `<name>.ready`: only such folders are ever restored, since a kill can land
+    before the other processes' files are in). A folder already at `final` (the same step, saved again after a
+    resume) is then moved aside into the staging folder and deleted only after the new one is in place, so at every
+    moment a complete copy is at `final` or waits in the staging folder, where [`remove_stale_staging`] puts it back.
     """
     staging = os.path.dirname(staged)
+    ready = staged + _READY
+    os.replace(staged, ready)
     if os.path.isdir(final):
         aside = os.path.join(staging, os.path.basename(final) + _REPLACED)
         if os.path.isdir(aside):  # left by a kill after an earlier replacement of this step
             shutil.rmtree(aside)
         os.replace(final, aside)
-        os.replace(staged, final)
+        os.replace(ready, final)
         shutil.rmtree(aside)
     else:
-        os.replace(staged, final)
+        os.replace(ready, final)
     if os.path.isdir(staging) and not os.listdir(staging):
         os.rmdir(staging)
 
 
-def remove_stale_staging(output_dir: str, *, save_only_model: bool = False) -> tuple[list[str], list[str]]:
+def remove_stale_staging(output_dir: str) -> tuple[list[str], list[str]]:
     """Cleans up the staging folder that a process killed during a save left; returns `(restored, removed)`.
 
-    A complete checkpoint in the staging folder whose `checkpoint-N` is missing is moved into place, not deleted (a
-    kill between `publish`'s two renames, or after the save and before its rename): `restored` lists the folders put
-    back. Everything else there (half-written checkpoints, old copies that `publish` had moved aside) is deleted;
-    `removed` lists the half-written checkpoints. A restored checkpoint was not rotated: the next save applies
-    `save_total_limit`.
+    A checkpoint marked complete (`.ready`, or an old copy that `publish` moved aside) whose `checkpoint-N` is
+    missing or incomplete is moved into place, not deleted (a kill between `publish`'s renames): `restored` lists
+    the folders put back. Everything else there is deleted; `removed` lists the checkpoints whose writing was cut
+    short. A restored checkpoint was not rotated: the next save applies `save_total_limit`.
     """
     staging = os.path.join(output_dir, STAGING_DIR)
     if not os.path.isdir(staging):
         return [], []
     restored, removed = [], []
-    names = set(os.listdir(staging))
-    for name in sorted(names):
-        if not _CHECKPOINT.match(name.removesuffix(_REPLACED)):
+    # sorted: a step's `.ready` copy comes before the older copy of that step that publish moved aside
+    for name in sorted(os.listdir(staging)):
+        step_name = name.removesuffix(_READY).removesuffix(_REPLACED)
+        if not _CHECKPOINT.match(step_name):
             continue
-        final = os.path.join(output_dir, name.removesuffix(_REPLACED))
-        folder = os.path.join(staging, name)
-        # sorted: a step's staged copy comes before the older copy of that step that publish moved aside
-        if not os.path.exists(final) and not checkpoint_problems(folder, save_only_model=save_only_model):
-            _point_state_at(folder, staging, output_dir)
+        folder, final = os.path.join(staging, name), os.path.join(output_dir, step_name)
+        if name == step_name:
+            removed.append(folder)  # cut short while some process was still writing it
+            continue
+        # complete by construction; the lenient check only guards against a damaged disk
+        if checkpoint_problems(folder, save_only_model=True):
+            continue
+        if os.path.isdir(final) and checkpoint_problems(final, save_only_model=True):
+            shutil.rmtree(final)  # incomplete: the marked copy replaces it (a kill here leaves that copy to restore)
+        if not os.path.exists(final):
             os.replace(folder, final)
             restored.append(final)
-        elif not name.endswith(_REPLACED):
-            removed.append(folder)
     shutil.rmtree(staging, ignore_errors=True)
     return restored, removed
-
-
-def _point_state_at(folder: str, staging: str, output_dir: str) -> None:
-    """Rewrites a staged `trainer_state.json` whose best checkpoint still names the staging folder (a kill came
-    before `SemScaleTrainer._save_checkpoint` corrected it); the new file replaces the old one in one rename."""
-    path = os.path.join(folder, "trainer_state.json")
-    with open(path, encoding="utf-8") as handle:
-        state = json.load(handle)
-    best = state.get("best_model_checkpoint")
-    if not isinstance(best, str) or os.path.dirname(os.path.normpath(best)) != os.path.normpath(staging):
-        return
-    state["best_model_checkpoint"] = os.path.join(output_dir, os.path.basename(os.path.normpath(best)))
-    with open(path + ".tmp", "w", encoding="utf-8") as handle:
-        json.dump(state, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(path + ".tmp", path)
 
 
 def _readable_safetensors(path: str) -> bool:

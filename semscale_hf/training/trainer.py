@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any
 
 import torch
@@ -265,7 +266,7 @@ class SemScaleTrainer(HubPushMixin, Trainer):
         """
         save_only_model = self.args.save_only_model
         if self.args.should_save:
-            restored, removed = remove_stale_staging(self.args.output_dir, save_only_model=save_only_model)
+            restored, removed = remove_stale_staging(self.args.output_dir)
             for folder in restored:
                 logger.warning(f"restored {folder} from {STAGING_DIR}: complete, but the last run was killed before "
                                "it was in place")  # fmt: skip
@@ -323,6 +324,9 @@ class SemScaleTrainer(HubPushMixin, Trainer):
         staged, final = os.path.join(staging, name), os.path.join(run_dir, name)
         # Trainer builds every path of the save from _get_output_dir: pointed at the staging folder, the whole
         # checkpoint lands there; the push is made from the final folder, after the rename
+        if self.args.should_save and os.path.isdir(staged):  # files of a killed save must not mix into this one
+            shutil.rmtree(staged)
+        self.accelerator.wait_for_everyone()
         self._get_output_dir = lambda trial=None: staging  # shadows the method for this save only
         self._saving_checkpoint = True  # the next save_model writes the pool too (needed for an exact resume)
         self._defer_pushes, self._deferred_push = True, None

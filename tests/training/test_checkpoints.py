@@ -113,9 +113,10 @@ def _saved_twice(tmp_path):
 @pytest.mark.parametrize(
     "killed_at",
     [
-        ("os", "replace", 1),  # while the old copy is moved aside
-        ("os", "replace", 2),  # the old copy aside, the new one not yet in place
-        ("shutil", "rmtree", 1),  # the new copy in place, the old one half deleted
+        ("os", "replace", 1),  # while the new copy is marked complete (`.ready`)
+        ("os", "replace", 2),  # marked, while the old copy is moved aside
+        ("os", "replace", 3),  # the old copy aside, the new one not yet in place
+        ("shutil", "rmtree", 1),  # the new copy in place, the old one not yet deleted
     ],
 )
 def test_a_kill_while_a_checkpoint_is_replaced_keeps_a_complete_copy(tmp_path, monkeypatch, killed_at):
@@ -127,8 +128,9 @@ def test_a_kill_while_a_checkpoint_is_replaced_keeps_a_complete_copy(tmp_path, m
     monkeypatch.undo()
     remove_stale_staging(str(run))  # what the next train() does first
     assert checkpoint_problems(str(run / "checkpoint-4")) == [] and not (run / STAGING_DIR).exists()
-    # the new copy once it was complete and its old copy aside, else the old one
-    assert (run / "checkpoint-4" / ("old" if killed_at == ("os", "replace", 1) else "new")).exists()
+    # the new copy once the old one was moved aside, else the old one (a complete checkpoint stays where it is)
+    moved_aside = killed_at in {("os", "replace", 3), ("shutil", "rmtree", 1)}
+    assert (run / "checkpoint-4" / ("new" if moved_aside else "old")).exists()
 
 
 def test_publish_replaces_a_checkpoint_of_the_same_step(tmp_path):
@@ -138,16 +140,28 @@ def test_publish_replaces_a_checkpoint_of_the_same_step(tmp_path):
     assert not (run / STAGING_DIR).exists()
 
 
-def test_stale_staging_restores_complete_checkpoints_and_removes_half_written_ones(tmp_path):
+def test_stale_staging_restores_checkpoints_marked_complete_and_removes_the_rest(tmp_path):
     run = tmp_path / "run"
     staging = run / STAGING_DIR
-    # killed after the save of step 6 was complete, before its rename; its best checkpoint still names the staging
-    done = _complete(staging / "checkpoint-6")
-    (done / "trainer_state.json").write_text(json.dumps({"best_model_checkpoint": str(staging / "checkpoint-6")}))
-    _complete(staging / "checkpoint-8")  # killed while writing the save of step 8
-    (staging / "checkpoint-8" / "optimizer.pt").unlink()
+    _complete(staging / "checkpoint-6.ready")  # killed after the save of step 6 was marked complete, before its rename
+    # killed while the save of step 8 was written: its files may look complete on this process while another
+    # process's (its rng_state_1.pth) were never written, so only the `.ready` mark counts
+    _complete(staging / "checkpoint-8")
+    _complete(staging / "checkpoint-10")
+    (staging / "checkpoint-10" / "optimizer.pt").unlink()
     restored, removed = remove_stale_staging(str(run))
-    assert restored == [str(run / "checkpoint-6")] and removed == [str(staging / "checkpoint-8")]
+    assert restored == [str(run / "checkpoint-6")]
+    assert removed == [str(staging / "checkpoint-10"), str(staging / "checkpoint-8")]
     assert checkpoint_problems(str(run / "checkpoint-6")) == [] and not staging.exists()
-    state = json.loads((run / "checkpoint-6" / "trainer_state.json").read_text())
-    assert state["best_model_checkpoint"] == str(run / "checkpoint-6")
+    assert not (run / "checkpoint-8").exists() and not (run / "checkpoint-10").exists()
+
+
+def test_a_marked_copy_replaces_an_incomplete_checkpoint_of_its_step(tmp_path):
+    run = tmp_path / "run"
+    _complete(run / "checkpoint-4")
+    (run / "checkpoint-4" / "optimizer.pt").write_bytes(b"PK")  # e.g. written by a plain Trainer killed mid-save
+    (run / "checkpoint-4" / "model.safetensors").write_bytes(b"")
+    (_complete(run / STAGING_DIR / "checkpoint-4.ready") / "new").touch()
+    restored, _ = remove_stale_staging(str(run))
+    assert restored == [str(run / "checkpoint-4")] and (run / "checkpoint-4" / "new").exists()
+    assert checkpoint_problems(str(run / "checkpoint-4")) == []
