@@ -81,6 +81,8 @@ class FeaturePool:
         self._features = self._storage[: self._total]
 
     def _ensure_scratch(self, rows: int) -> None:
+        # a larger batch (a longer token batch) needs more scratch rows: the pool is copied into a new storage, so
+        # for that moment both exist
         if self._storage.shape[0] - self._total < rows:
             old = self._features
             self._allocate(old.shape[1], scratch=rows)
@@ -165,8 +167,8 @@ class FeaturePool:
                 num_bad=num_bad,
                 num_rows=features.shape[0],
             )
-        if self._features is None:
-            self._allocate(features.shape[1])
+        if self._features is None:  # with this batch's scratch rows at once: no second, larger allocation
+            self._allocate(features.shape[1], scratch=features.shape[0])
         self._ensure_scratch(features.shape[0])
 
         num_classes = self.num_classes

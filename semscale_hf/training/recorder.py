@@ -78,7 +78,9 @@ def pool_memory_plan(
     The pool once filled, plus the scratch rows that `FeaturePool.add` keeps past its end for the rows it does not
     keep: one per row of the largest gathered micro-batch (`batch_size` per device x `num_processes`, times the
     classes of a multi-hot batch or the padded length of a token batch; the latter is bounded by the model's
-    `max_position_embeddings` when it has one). `logging.WARNING` when the plan exceeds 1 GB, else `logging.INFO`.
+    `max_position_embeddings` when it has one). A token batch longer than any before grows the scratch rows by copying
+    the pool into a larger storage, which briefly holds both: the message says so for token tasks. `logging.WARNING`
+    when the plan exceeds 1 GB, else `logging.INFO`.
     """
     row_bytes = dim * pool.dtype.itemsize
     filled = int(pool.capacities.sum()) * row_bytes
@@ -107,8 +109,13 @@ def pool_memory_plan(
     else:
         planned = filled + rows * row_bytes
         message += f"{_size(rows * row_bytes)}, {_size(planned)} in all"
+    if is_token_classifier(model) and not multi_label:
+        message += " (a longer token batch than any before copies the pool to grow them: briefly twice the pool)"
     if planned > LARGE_POOL_BYTES:
-        message += "; lower the pool's cap per class, store it in float16 or keep it on the CPU to use less"
+        message += (
+            "; lower the pool's cap per class or store it in float16 to use less (or keep it on the CPU to use less "
+            "accelerator memory)"
+        )
         return logging.WARNING, message
     return logging.INFO, message
 

@@ -310,3 +310,15 @@ def test_scratch_rows_grow_with_the_batch_and_are_never_read():
     assert features.shape == (4, 3) and labels.tolist() == [0, 0, 1, 1]
     assert pool.nbytes == 4 * 3 * 4
     assert bool((features == 2.0).all())  # the newest two of each class
+
+
+def test_the_first_batch_allocates_the_storage_once_with_its_scratch_rows(monkeypatch):
+    # allocating the pool and then again with scratch rows held two copies of the (empty) pool at once
+    pool = FeaturePool(torch.tensor([4, 4]))
+    sizes = []
+    allocate = pool._allocate
+    monkeypatch.setattr(pool, "_allocate", lambda dim, scratch=0: sizes.append(scratch) or allocate(dim, scratch))
+    pool.add(torch.randn(6, 3), torch.tensor([0, 1, 0, 1, 0, 1]))
+    assert sizes == [6]
+    pool.add(torch.randn(5, 3), torch.tensor([0, 1, 0, 1, 0]))  # fewer rows: the scratch rows suffice
+    assert sizes == [6] and pool.counts.tolist() == [4, 4]
