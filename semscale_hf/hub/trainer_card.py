@@ -16,6 +16,7 @@ import torch
 from huggingface_hub import ModelCard
 
 from ..core import metric_keys as keys
+from ..core.capture import is_multi_label
 from .card import PLOT_FILE, SemScaleCardData
 
 
@@ -69,7 +70,7 @@ def card_data_from_trainer(
         dataset_split = str(one_dataset.split)
 
     num_classes = balancer.num_classes
-    multi_label = getattr(config, "problem_type", None) == "multi_label_classification"
+    multi_label = is_multi_label(model)
     class_key = keys.class_average_precision if multi_label else keys.class_accuracy
     class_metric = "average precision" if multi_label else "accuracy"
     id2label = getattr(config, "id2label", None) or {}

@@ -118,7 +118,7 @@ class SemScaleCallback(TrainerCallback):
         if trainer.model is not None:  # a regression model fails here, not at the first training step
             classification_num_labels(trainer.model, "SemScaleCallback")
         callback = cls(**kwargs)
-        if callback.class_counts is None:  # known now: fail here rather than at train()
+        if callback.measure_only and callback.class_counts is None:  # known now: fail here rather than at train()
             _require_counts_for_stream(trainer.train_dataset)
         callback.trainer = trainer
         trainer.add_callback(callback)

@@ -25,7 +25,7 @@ from transformers import (
 )
 
 from semscale_hf import SemScaleCallback, SemScaleTrainer
-from semscale_hf.core.balancer import STATE_FILE
+from semscale_hf.core.balancer import STATE_FILE, SemScaleBalancer
 from semscale_hf.core.metric_keys import CLASSES_MEASURED
 
 
@@ -94,6 +94,9 @@ def test_the_measure_only_callback_needs_class_counts_for_a_stream(tmp_path):
     trainer = Trainer(model=tiny_vit(), args=args, train_dataset=stream)
     with pytest.raises(ValueError, match="iterable .*pass class_counts"):  # at attach, before any training
         SemScaleCallback.attach(trainer)
+    # a callback given its balancer counts nothing: no class_counts needed
+    given = Trainer(model=tiny_vit(), args=args, train_dataset=stream)
+    SemScaleCallback.attach(given, balancer=SemScaleBalancer(COUNTS))
     trainer = Trainer(model=tiny_vit(), args=args, train_dataset=stream)
     callback = SemScaleCallback.attach(trainer, class_counts=COUNTS, warmup_steps=1, refresh_steps=1)
     trainer.train()
