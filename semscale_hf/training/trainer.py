@@ -259,10 +259,10 @@ class SemScaleTrainer(HubPushMixin, Trainer):
 
         A newer incomplete `checkpoint-N` (written by other code, or killed during a save before checkpoints were
         staged) is skipped with a warning naming what it lacks; an explicit path to an incomplete checkpoint fails at
-        once, naming the missing file. A staging folder left by a killed save is cleaned up first: a complete
-        checkpoint there whose `checkpoint-N` is missing (killed while it was being put in place) is moved into place,
-        the rest is deleted. The semscale schedule starts anew at every call (see the class docstring); a resumed
-        checkpoint restores its state.
+        once, naming the missing file. A staging folder left by a killed save is cleaned up first: a checkpoint there
+        marked complete whose `checkpoint-N` is missing or incomplete (killed while it was being put in place) is moved
+        into place, the rest is deleted. The semscale schedule starts anew at every call (see the class docstring); a
+        resumed checkpoint restores its state.
         """
         save_only_model = self.args.save_only_model
         if self.args.should_save:
