@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _helpers.tiny_configs import wav2vec2_config
 from _helpers.trainer_utils import digits_dataset, make_args, tiny_vit
 from datasets import Dataset
-from transformers import AutoModelForAudioClassification, Wav2Vec2Config
+from transformers import AutoModelForAudioClassification
 
 from semscale_hf import SemScaleTrainer
 from semscale_hf.core.metric_keys import CLASSES_MEASURED, WEIGHT_MAX
@@ -68,20 +69,7 @@ def test_report_to_tensorboard_gets_the_semscale_scalars(tmp_path, monkeypatch):
 
 
 def test_audio_classification_on_random_waveforms(tmp_path):
-    config = Wav2Vec2Config(
-        vocab_size=32,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        conv_dim=(16, 16),
-        conv_stride=(5, 4),
-        conv_kernel=(10, 8),
-        num_conv_pos_embeddings=8,
-        num_conv_pos_embedding_groups=2,
-        classifier_proj_size=8,
-        num_labels=4,
-    )
+    config = wav2vec2_config(num_labels=4)
     torch.manual_seed(0)
     model = AutoModelForAudioClassification.from_config(config)
     generator = torch.Generator().manual_seed(0)
