@@ -258,3 +258,14 @@ def test_a_save_queued_at_the_end_of_training_is_pushed_before_train_returns(hub
     trainer.push_to_hub()  # the final push uploads the model as trained, over the checkpoint's files
     assert server.commit_messages(REPO)[-1] == "End of training"
     _assert_same_weights(trainer.model, REPO)
+
+
+def test_a_queued_push_whose_checkpoint_was_removed_is_listed_as_failed(hub_server_in_process, tmp_path, caplog):
+    # e.g. save_total_limit=1 rotated the waiting checkpoint away before the running push finished: it is reported,
+    # not silently dropped
+    trainer = _trainer(tmp_path)
+    trainer._queued_push = (str(tmp_path / "checkpoint-3"), 3, 0.5)
+    with caplog.at_level(logging.WARNING):
+        trainer._start_queued_push()
+    assert trainer._queued_push is None and len(trainer.hub_push_failures) == 1
+    assert trainer.hub_push_failures[0].startswith("step 3: FileNotFoundError") and "was removed" in caplog.text
