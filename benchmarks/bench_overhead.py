@@ -256,7 +256,8 @@ def run_once(
     sections = Sections(device)
     if kind == "B":
         sections.wrap(trainer_module, "record_batch", "record")
-        sections.wrap(trainer.balancer.pool, "add", "pool_add")
+        # the class's method: train() starts with a new pool object (a second train() must start with an empty one)
+        sections.wrap(FeaturePool, "add", "pool_add")
         sections.wrap(trainer.balancer, "refresh", "refresh")
         sections.wrap(trainer.semscale_callback, "_refresh", "refresh_and_log")
     try:
