@@ -98,6 +98,7 @@ class SemScaleCallback(TrainerCallback):
         self._step_labels: torch.Tensor | None = None  # labels of the batch in training_step (measure-only mode)
         self._checked_through = 0  # global step up to which rows left out of the pool were reported
         self._train_start_step = 0  # global step at which this train() began (or resumed)
+        self._multi_label = False  # the measured model's problem_type, set when measuring starts
         self._warned_empty = False
 
     def use(
