@@ -131,6 +131,8 @@ def publish(staged: str, final: str) -> None:
     """
     staging = os.path.dirname(staged)
     ready = staged + _READY
+    if os.path.isdir(ready):  # left by a killed run in a folder no train() cleans (a search trial's run-N)
+        shutil.rmtree(ready)
     os.replace(staged, ready)
     if os.path.isdir(final):
         aside = os.path.join(staging, os.path.basename(final) + _REPLACED)

@@ -165,3 +165,12 @@ def test_a_marked_copy_replaces_an_incomplete_checkpoint_of_its_step(tmp_path):
     restored, _ = remove_stale_staging(str(run))
     assert restored == [str(run / "checkpoint-4")] and (run / "checkpoint-4" / "new").exists()
     assert checkpoint_problems(str(run / "checkpoint-4")) == []
+
+
+def test_publish_replaces_a_marked_copy_left_by_a_killed_run(tmp_path):
+    # a hyperparameter search writes into run-N folders, whose staging folder no train() cleans up
+    run, staged = _saved_twice(tmp_path)
+    (_complete(run / STAGING_DIR / "checkpoint-4.ready") / "stale").touch()
+    publish(str(staged), str(run / "checkpoint-4"))
+    assert (run / "checkpoint-4" / "new").exists() and not (run / "checkpoint-4" / "stale").exists()
+    assert not (run / STAGING_DIR).exists()
