@@ -20,7 +20,14 @@ import zipfile
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 
-__all__ = ["STAGING_DIR", "checkpoint_problems", "newest_complete_checkpoint", "publish", "remove_stale_staging"]
+__all__ = [
+    "STAGING_DIR",
+    "checkpoint_problems",
+    "newest_complete_checkpoint",
+    "publish",
+    "remove_stale_staging",
+    "weight_map",
+]
 
 STAGING_DIR = ".semscale-staging"
 """Folder of `output_dir` that holds a checkpoint while it is written."""
@@ -88,8 +95,7 @@ def _weights_problems(folder: str, name: str) -> list[str]:
     if name.endswith(".bin"):
         return [] if zipfile.is_zipfile(path) else [f"{name} is truncated or not a torch.save file"]
     try:  # the index of a sharded save: every shard it lists must be there and readable
-        with open(path, encoding="utf-8") as handle:
-            shards = sorted(set(json.load(handle)["weight_map"].values()))
+        shards = sorted(set(weight_map(path).values()))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return [f"{name} is empty or not a valid index (no weight_map)"]
     problems = []
@@ -100,6 +106,12 @@ def _weights_problems(folder: str, name: str) -> list[str]:
         elif not _readable_safetensors(shard_path):
             problems.append(f"{shard} (listed in {name}) is truncated or not a safetensors file")
     return problems
+
+
+def weight_map(index_path: str) -> dict[str, str]:
+    """The `weight_map` (weight name -> shard file) of a sharded save's `model.safetensors.index.json`."""
+    with open(index_path, encoding="utf-8") as handle:
+        return dict(json.load(handle)["weight_map"])
 
 
 def newest_complete_checkpoint(output_dir: str, *, save_only_model: bool = False) -> tuple[str | None, dict]:

@@ -83,13 +83,15 @@ def pool_memory_plan(
     when the plan exceeds 1 GB, else `logging.INFO`.
     """
     row_bytes = dim * pool.dtype.itemsize
-    filled = int(pool.capacities.sum()) * row_bytes
+    capacity = int(pool.capacities.sum())
+    filled = capacity * row_bytes
+    tokens = not multi_label and is_token_classifier(model)
     examples = f"{batch_size} per device x {num_processes} process{'es' if num_processes > 1 else ''}"
     rows: int | None = batch_size * num_processes
     if multi_label:
         rows *= pool.num_classes
         unit = f"(example, class) pair: {examples} x {pool.num_classes} classes = {rows} rows"
-    elif is_token_classifier(model):
+    elif tokens:
         max_tokens = getattr(getattr(model, "config", None), "max_position_embeddings", None)
         if isinstance(max_tokens, int) and max_tokens > 0:
             rows *= max_tokens
@@ -99,7 +101,7 @@ def pool_memory_plan(
     else:
         unit = f"example: {examples} = {rows} rows"
     message = (
-        f"feature pool: {int(pool.capacities.sum())} features of dimension {dim} in "
+        f"feature pool: {capacity} features of dimension {dim} in "
         f"{str(pool.dtype).removeprefix('torch.')} on {pool.device}, {_size(filled)} once filled, plus scratch rows "
         f"for the largest gathered micro-batch (one per {unit}): "
     )
@@ -109,7 +111,7 @@ def pool_memory_plan(
     else:
         planned = filled + rows * row_bytes
         message += f"{_size(rows * row_bytes)}, {_size(planned)} in all"
-    if is_token_classifier(model) and not multi_label:
+    if tokens:
         message += " (a longer token batch than any before copies the pool to grow them: briefly twice the pool)"
     if planned > LARGE_POOL_BYTES:
         message += (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from typing import Any
@@ -21,7 +20,14 @@ from ..core.capture import FeatureCapture, classification_num_labels, is_multi_l
 from ..core.losses import class_weighted_loss, ldam_margins, multi_label_weighted_loss
 from ..data.labels import count_labels, count_positives, is_streaming
 from .callback import SemScaleCallback
-from .checkpoints import STAGING_DIR, checkpoint_problems, newest_complete_checkpoint, publish, remove_stale_staging
+from .checkpoints import (
+    STAGING_DIR,
+    checkpoint_problems,
+    newest_complete_checkpoint,
+    publish,
+    remove_stale_staging,
+    weight_map,
+)
 from .config import POOL_DTYPES, SemScaleTrainingArguments
 from .eval_metrics import ClassMetrics
 from .hub_push import HubPushError, HubPushMixin
@@ -444,8 +450,7 @@ def _reload_renamed_weights(model: nn.Module, checkpoint: str) -> bool:
         with safe_open(path, framework="pt") as handle:
             saved = set(handle.keys())
     elif os.path.isfile(index):  # a sharded save: its index names every weight
-        with open(index, encoding="utf-8") as handle:
-            saved = set(json.load(handle)["weight_map"])
+        saved = set(weight_map(index))
     else:
         return False
     if saved == set(model.state_dict()):
