@@ -4,10 +4,12 @@ A benchmark that breaks goes unnoticed until the next time someone needs its num
 once `train()` started with a new pool object, which no test ran.
 """
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 
@@ -33,7 +35,7 @@ def _run(script: str, *args: str, cwd: Path) -> str:
         (
             "bench_scales.py",
             ["--classes", "20", "--max-count", "64", "--dims", "32", "--repeats", "1"],
-            ["| C=20, 64->5, N=477, d=32 | cpu |", "library bound"],
+            ["| C=20, 64->5, N=477, d=32 | cpu |", "library bound", "per-size library bound"],
         ),
         ("bench_metric.py", ["--num-samples", "600", "--dim", "8", "--batch-size", "100"], ["add_batch_loop:"]),
         ("bench_pool_memory.py", ["--dims", "16", "--batch-size", "8"], ["| 16 | float32 |"]),
@@ -44,3 +46,17 @@ def test_a_benchmark_runs_on_tiny_shapes(tmp_path, script, args, expected):
     out = _run(script, *args, *extra, cwd=tmp_path)
     for text in expected:
         assert text in out, f"{text!r} not in the output of {script}:\n{out[-3000:]}"
+
+
+def test_the_per_size_bound_prices_each_order_at_its_own_throughput():
+    spec = importlib.util.spec_from_file_location("bench_scales", BENCHMARKS / "bench_scales.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    # order 64 factorises at 1 GFLOP/s, order 256 at 4 GFLOP/s; order 128 lies halfway in log-log: 2 GFLOP/s
+    seconds = {64: 64**3 / 3 / 1e9, 256: 256**3 / 3 / 4e9}
+    counts = np.array([1, 100, 128, 300])  # 1: not measured; 300 > d: order d = 256
+    got = bench.per_size_cholesky_seconds(counts, 256, seconds)
+    want = 100**3 / 3 / (1e9 * (100 / 64) ** 1.0) + 128**3 / 3 / 2e9 + 256**3 / 3 / 4e9
+    assert got == pytest.approx(want, rel=1e-12)
+    # outside the measured orders the nearest measured throughput is used
+    assert bench.per_size_cholesky_seconds(np.array([32]), 256, seconds) == pytest.approx(32**3 / 3 / 1e9)
