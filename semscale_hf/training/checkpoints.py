@@ -143,7 +143,7 @@ def publish(staged: str, final: str) -> None:
     """
     staging = os.path.dirname(staged)
     ready = staged + _READY
-    if os.path.isdir(ready):  # left by a killed run in a folder no train() cleans (a search trial's run-N)
+    if os.path.isdir(ready):  # left by a killed run that nothing cleaned up since (a folder outside any train())
         shutil.rmtree(ready)
     os.replace(staged, ready)
     if os.path.isdir(final):

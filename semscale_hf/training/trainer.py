@@ -271,14 +271,7 @@ class SemScaleTrainer(HubPushMixin, Trainer):
         resumed checkpoint restores its state.
         """
         save_only_model = self.args.save_only_model
-        if self.args.should_save:
-            restored, removed = remove_stale_staging(self.args.output_dir)
-            for folder in restored:
-                logger.warning(f"restored {folder} from {STAGING_DIR}: complete, but the last run was killed before "
-                               "it was in place")  # fmt: skip
-            for folder in removed:
-                logger.warning(f"removed {folder}: a checkpoint that was being written when the last run was killed")
-        self.accelerator.wait_for_everyone()  # every process looks for checkpoints once a restored one is in place
+        self._clean_up_staging(self.args.output_dir)
         if resume_from_checkpoint is True:
             resume_from_checkpoint, skipped = newest_complete_checkpoint(
                 self.args.output_dir, save_only_model=save_only_model
@@ -298,6 +291,17 @@ class SemScaleTrainer(HubPushMixin, Trainer):
                     "earlier one, or pass resume_from_checkpoint=True to take the newest complete one"
                 )
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
+
+    def _clean_up_staging(self, run_dir: str) -> None:
+        """What a save killed in `run_dir` left in its staging folder: restored if complete, deleted otherwise."""
+        if self.args.should_save:
+            restored, removed = remove_stale_staging(run_dir)
+            for folder in restored:
+                logger.warning(f"restored {folder} from {STAGING_DIR}: complete, but the last run was killed before "
+                               "it was in place")  # fmt: skip
+            for folder in removed:
+                logger.warning(f"removed {folder}: a checkpoint that was being written when the last run was killed")
+        self.accelerator.wait_for_everyone()  # every process looks for checkpoints once a restored one is in place
 
     def call_model_init(self, trial: Any = None) -> nn.Module:
         """As [`~transformers.Trainer.call_model_init`]; the feature hook moves to the new model."""
@@ -319,6 +323,7 @@ class SemScaleTrainer(HubPushMixin, Trainer):
         super()._hp_search_setup(trial)
         if trial is not None:
             self._build_semscale()  # the trial may have set semscale_* fields
+            self._clean_up_staging(self._get_output_dir(trial=trial))  # the trial saves into its own run-N folder
         else:
             self.balancer.reset()
 

@@ -160,6 +160,29 @@ def test_hyperparameter_search_gives_every_trial_a_fresh_pool_and_its_own_semsca
     assert best.run_id is not None and {"learning_rate", "semscale_power"} <= set(best.hyperparameters)
 
 
+def test_a_search_trial_cleans_up_what_a_killed_save_left_in_its_run_folder(tmp_path, caplog):
+    # a trial writes into output_dir/run-N, whose staging folder the train() of output_dir does not look at
+    pytest.importorskip("optuna")
+    from semscale_hf.training.checkpoints import STAGING_DIR
+
+    args = make_args(tmp_path, max_steps=2, eval_strategy="no", save_strategy="no")
+    leftover = tmp_path / "run-0" / STAGING_DIR / "checkpoint-7"  # cut short by a kill in an earlier search
+    leftover.mkdir(parents=True)
+    (leftover / "model.safetensors").write_bytes(b"")
+    data = digits_dataset(counts=COUNTS)
+    trainer = SemScaleTrainer(model_init=lambda: tiny_vit(), args=args, train_dataset=data, eval_dataset=data)
+    with caplog.at_level(logging.WARNING, logger="semscale_hf.training.trainer"):
+        trainer.hyperparameter_search(
+            hp_space=lambda trial: {"learning_rate": trial.suggest_float("learning_rate", 1e-3, 1e-2)},
+            backend="optuna",
+            n_trials=1,
+            direction="minimize",
+            compute_objective=lambda m: m["eval_loss"],
+        )
+    assert not (tmp_path / "run-0" / STAGING_DIR).exists()
+    assert f"removed {leftover}" in caplog.text
+
+
 # ----------------------------------------------------------------------------------------------------- evaluation
 def test_batch_eval_metrics_gives_the_metrics_of_the_default_path(tmp_path):
     data = digits_dataset(counts=COUNTS)
