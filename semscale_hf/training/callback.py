@@ -116,9 +116,11 @@ class SemScaleCallback(TrainerCallback):
     @classmethod
     def attach(cls, trainer: Trainer, **kwargs: Any) -> SemScaleCallback:
         """Creates a measure-only callback, links it to `trainer` and adds it: the one-line way for a plain Trainer."""
-        if trainer.model is not None:  # a regression model fails here, not at the first training step
-            classification_num_labels(trainer.model, "SemScaleCallback")
         callback = cls(**kwargs)
+        if trainer.model is not None:  # a regression model, or counts of another length, fail here
+            num_labels = classification_num_labels(trainer.model, "SemScaleCallback")
+            if callback.measure_only and callback.class_counts is not None:
+                _check_counts_length(callback.class_counts, num_labels)
         if callback.measure_only and callback.class_counts is None:  # known now: fail here rather than at train()
             _require_counts_for_stream(trainer.train_dataset)
         callback.trainer = trainer
@@ -134,6 +136,9 @@ class SemScaleCallback(TrainerCallback):
             )
         if self.measure_only:
             self._start_measuring(kwargs["model"])
+            # measure-only state is not saved with checkpoints: a resumed run fills its pool again from this step,
+            # or its first refresh would measure a single batch
+            self.balancer.warmup_start_step = state.global_step
         self.warmup_total, self.refresh_every = refresh_schedule(
             self._steps_per_epoch(args, kwargs.get("train_dataloader")),
             warmup_epochs=self.warmup_epochs,
@@ -213,7 +218,9 @@ class SemScaleCallback(TrainerCallback):
             self.balancer.reset()  # a later train() measures its own run, on the schedule of its own steps
         else:
             counts = self.class_counts
-            if counts is None:
+            if counts is not None:
+                _check_counts_length(counts, num_labels)
+            else:
                 dataset = self.trainer.train_dataset
                 _require_counts_for_stream(dataset)  # (the dataset may have changed since attach)
                 if is_multi_label(model):
@@ -288,6 +295,14 @@ class _InstanceAttribute:
 
     def remove(self) -> None:
         self.owner.__dict__.pop(self.name, None)
+
+
+def _check_counts_length(class_counts: Any, num_labels: int) -> None:
+    if len(class_counts) != num_labels:
+        raise ValueError(
+            f"class_counts has {len(class_counts)} entries, but the model has num_labels={num_labels}: pass one "
+            "count per class (training samples, tokens or positive labels of that class)"
+        )
 
 
 def _require_counts_for_stream(dataset: Any) -> None:

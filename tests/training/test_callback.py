@@ -117,3 +117,33 @@ def test_measure_only_logs_per_class_values_by_label_name(tmp_path):
     assert [entry["step"] for entry in logged] == [0, 2, 4]  # warm-up 0: measured once before the first step
     assert {"semscale/scale/zero", "semscale/weight/two_2", "semscale/scale/three"} <= set(logged[-1])
     assert logged[0]["semscale/classes_measured"] == 0.0 and logged[-1]["semscale/classes_measured"] == 4.0
+
+
+def test_class_counts_of_another_length_than_the_model_fail_at_attach(tmp_path):
+    # found only at the first refresh before (an unrelated zip error after the whole warm-up)
+    trainer = _plain_trainer(tmp_path)  # tiny_vit has 4 labels
+    with pytest.raises(ValueError, match=r"class_counts has 3 entries, but the model has num_labels=4"):
+        SemScaleCallback.attach(trainer, class_counts=[10, 10, 10])
+    # linked by hand (attach not called): checked when training starts, against the model train() uses
+    late = _plain_trainer(tmp_path / "late")
+    callback = SemScaleCallback(class_counts=[10, 10, 10])
+    callback.trainer = late
+    late.add_callback(callback)
+    with pytest.raises(ValueError, match=r"class_counts has 3 entries, but the model has num_labels=4"):
+        late.train()
+
+
+def test_a_resumed_run_warms_its_pool_up_again_in_measure_only_mode(tmp_path):
+    # measure-only state is not saved with checkpoints: after a resume the warm-up counts from the resume step, or
+    # the first refresh would measure the features of one batch
+    overrides = {"save_strategy": "steps", "save_steps": 10, "max_steps": 16}
+    data = digits_dataset(counts=[12, 12, 12, 12])
+    first = _plain_trainer(tmp_path, data, **overrides)
+    SemScaleCallback.attach(first, warmup_steps=4, refresh_steps=100)
+    first.train()
+    resumed = _plain_trainer(tmp_path, data, **overrides)
+    SemScaleCallback.attach(resumed, warmup_steps=4, refresh_steps=100)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-10"))
+    refreshes = [entry for entry in resumed.state.log_history if "semscale/stage" in entry and entry["step"] > 10]
+    assert [entry["step"] for entry in refreshes] == [14]
+    assert refreshes[0]["semscale/pool_features"] == 4 * TRAINER_DEFAULTS["per_device_train_batch_size"]
