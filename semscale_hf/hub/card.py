@@ -56,6 +56,15 @@ _TASKS = {
     "token-classification": ("Token Classification", "AutoModelForTokenClassification"),
 }
 
+# What the loss did under the other `semscale_weighting` values (the card describes semantic-scale weighting itself).
+_BASELINE_WEIGHTINGS = {
+    "none": "the loss is not re-weighted",
+    "inverse_frequency": "the loss of each class is re-weighted by the inverse of the class's training count",
+    "effective_number": (
+        "the loss of each class is re-weighted by the inverse of the class's effective number of samples "
+        "(Cui et al., 2019)"
+    ),
+}
 # Summary metrics of `SemScaleTrainer.evaluate()` (without the `eval_` prefix): card label and model-index type.
 _EVAL_METRICS = {
     keys.ACCURACY: ("Accuracy", "accuracy"),
@@ -111,8 +120,10 @@ class SemScaleCardData:
             accuracy unless `class_metric` says otherwise.
         class_metric (`str`, *optional*, defaults to `"accuracy"`): what `class_accuracies` holds, e.g.
             `"average precision"` for multi-label models.
-        eval_metrics (`dict[str, float]`, *optional*): the last evaluation's metrics without the `eval_` prefix.
+        eval_metrics (`dict[str, float]`, *optional*): the last evaluation's metrics without the `eval_` prefix
+            (or `eval_<name>_` for a dict of evaluation sets).
         eval_step (`int`, *optional*): global step of that evaluation.
+        eval_set (`str`, *optional*): name of the evaluation set shown, when the trainer had several (a dict).
         semscale_settings (`dict[str, Any]`, *optional*): the `semscale_*` training arguments.
         training_state (`dict[str, Any]`, *optional*): stage, refreshes, schedule at the end of training.
         hyperparameters (`dict[str, Any]`, *optional*): general training hyperparameters.
@@ -136,6 +147,7 @@ class SemScaleCardData:
     class_metric: str = "accuracy"
     eval_metrics: dict[str, float] = field(default_factory=dict)
     eval_step: int | None = None
+    eval_set: str | None = None
     semscale_settings: dict[str, Any] = field(default_factory=dict)
     training_state: dict[str, Any] = field(default_factory=dict)
     hyperparameters: dict[str, Any] = field(default_factory=dict)
@@ -261,6 +273,7 @@ class SemScaleCardData:
             )
         ][:_MAX_TABLE_ROWS]
         task_name, auto_class = _TASKS.get(self.task, (None, "AutoModel"))
+        weighting = self.semscale_settings.get("semscale_weighting", "semantic_scale")  # the arguments' default
         return ModelCard.from_template(
             self.card_data(),
             template_str=template if template is not None else read_template(),
@@ -272,6 +285,9 @@ class SemScaleCardData:
             dataset_name=self.dataset_name or (self.datasets[0] if self.datasets else None),
             eval_rows=self._eval_rows(),
             eval_step=self.eval_step,
+            eval_set=self.eval_set,
+            weighting=weighting,
+            weighting_text=_BASELINE_WEIGHTINGS.get(weighting, f"the classes' loss weights follow `{weighting}`"),
             class_rows=rows,
             class_metric=self.class_metric,
             num_classes=self.num_classes,
@@ -349,7 +365,12 @@ def _format_setting(value: Any) -> str:
 
 def _ratio(counts: list[int]) -> str | None:
     present = [c for c in counts if c > 0]
-    return f"{max(present) / min(present):.3f}" if present else None
+    if not present:
+        return None
+    text = f"{max(present) / min(present):.3f}"
+    if empty := len(counts) - len(present):
+        text += f" ({empty} class{'es' if empty > 1 else ''} without training samples left out)"
+    return text
 
 
 def _unique(values: list[str]) -> list[str]:

@@ -61,7 +61,14 @@ def card_data_from_trainer(
     dataset_ids = _as_list(dataset_tags) or _as_list(dataset)
     dataset_name = _first(dataset)
     dataset_config, dataset_split = _first(dataset_args), None
-    one_dataset = trainer.eval_dataset if trainer.eval_dataset is not None else trainer.train_dataset
+    # with a dict of evaluation sets Trainer logs `eval_<name>_*` for each: the card shows the first one
+    eval_sets = trainer.eval_dataset if isinstance(trainer.eval_dataset, dict) and trainer.eval_dataset else None
+    eval_set = next(iter(eval_sets)) if eval_sets else None
+    prefix = f"{keys.EVAL_PREFIX}{eval_set}_" if eval_set is not None else keys.EVAL_PREFIX
+    other_prefixes = [f"{keys.EVAL_PREFIX}{name}_" for name in eval_sets or () if name != eval_set]
+    one_dataset = eval_sets[eval_set] if eval_sets else trainer.eval_dataset
+    if one_dataset is None:
+        one_dataset = trainer.train_dataset
     builder = getattr(one_dataset, "builder_name", None)
     if not dataset_ids and builder not in _GENERIC_BUILDERS:
         dataset_ids = [builder]
@@ -75,17 +82,19 @@ def card_data_from_trainer(
     class_metric = "average precision" if multi_label else "accuracy"
     id2label = getattr(config, "id2label", None) or {}
     names = [str(id2label.get(c, c)) for c in range(num_classes)]
-    evaluation = _last_evaluation(trainer.state.log_history)
+    evaluation = _last_evaluation(trainer.state.log_history, prefix)
     eval_metrics = {}
     if evaluation is not None:
         eval_metrics = {
-            key.removeprefix("eval_"): float(value)
+            key.removeprefix(prefix): float(value)
             for key, value in evaluation.items()
-            if key.startswith("eval_")
+            if key.startswith(prefix)
+            # "eval_val_" also begins the keys of a set named "val_hard"
+            and not any(key.startswith(other) and len(other) > len(prefix) for other in other_prefixes)
             and isinstance(value, (int, float))
-            and not key.startswith(keys.EVAL_PREFIX + keys.class_accuracy(""))
-            and not key.startswith(keys.EVAL_PREFIX + keys.class_average_precision(""))
-            and key.removeprefix("eval_") not in _SPEED_METRICS
+            and not key.startswith(prefix + keys.class_accuracy(""))
+            and not key.startswith(prefix + keys.class_average_precision(""))
+            and key.removeprefix(prefix) not in _SPEED_METRICS
         }
     callback = getattr(trainer, "semscale_callback", None)
     state = {
@@ -106,10 +115,13 @@ def card_data_from_trainer(
         class_counts=[int(c) for c in balancer.class_counts.tolist()],
         semantic_scales=[float(s) for s in balancer.semantic_scales.tolist()],
         class_weights=[float(w) for w in balancer.class_weights.tolist()],
-        class_accuracies=class_accuracies_from_log_history(trainer.state.log_history, num_classes, key=class_key),
+        class_accuracies=class_accuracies_from_log_history(
+            trainer.state.log_history, num_classes, key=class_key, prefix=prefix
+        ),
         class_metric=class_metric,
         eval_metrics=eval_metrics,
         eval_step=None if evaluation is None else evaluation.get("step"),
+        eval_set=eval_set,
         semscale_settings={
             f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.name.startswith("semscale_")
         },
@@ -191,23 +203,28 @@ def infer_task(model: torch.nn.Module) -> str | None:
 
 
 def class_accuracies_from_log_history(
-    log_history: list[dict[str, Any]], num_classes: int, *, key: Callable[[int], str] = keys.class_accuracy
+    log_history: list[dict[str, Any]],
+    num_classes: int,
+    *,
+    key: Callable[[int], str] = keys.class_accuracy,
+    prefix: str = keys.EVAL_PREFIX,
 ) -> list[float] | None:
     """Per-class accuracy of the last evaluation that logged `eval_acc_class_<c>` for every class, else `None`.
 
     `SemScaleTrainer.evaluate()` logs these keys when there are at most `semscale_log_per_class_max` classes. `key`
-    picks another per-class metric, e.g. `metric_keys.class_average_precision` (multi-label).
+    picks another per-class metric, e.g. `metric_keys.class_average_precision` (multi-label); `prefix` another
+    evaluation set (`"eval_<name>_"` for a dict of evaluation sets).
     """
-    wanted = [keys.EVAL_PREFIX + key(c) for c in range(num_classes)]
+    wanted = [prefix + key(c) for c in range(num_classes)]
     for entry in reversed(log_history):
         if all(key in entry for key in wanted):
             return [float(entry[key]) for key in wanted]
     return None
 
 
-def _last_evaluation(log_history: list[dict[str, Any]]) -> dict[str, Any] | None:
+def _last_evaluation(log_history: list[dict[str, Any]], prefix: str) -> dict[str, Any] | None:
     for entry in reversed(log_history):
-        if "eval_loss" in entry or "eval_accuracy" in entry:
+        if f"{prefix}loss" in entry or f"{prefix}accuracy" in entry:
             return entry
     return None
 

@@ -167,7 +167,8 @@ def test_imbalance_summary_matches_plain_reference():
         sum((s - mean) ** 2 for s in scales) * sum((a - mean_a) ** 2 for a in accuracies)
     )
     assert bullets["Classes measured"] == "3 of 4"
-    assert bullets["Largest over smallest training count"] == "10.000"  # 50 / 5; the empty class is left out
+    # 50 / 5: the empty class is left out, and the card says so
+    assert bullets["Largest over smallest training count"] == "10.000 (1 class without training samples left out)"
     assert bullets["Largest over smallest semantic scale"] == "2.000"
     assert bullets["Coefficient of variation of the scales"] == f"{cv:.3f}"
     assert bullets["KL divergence of the scale shares from uniform (nats)"] == f"{kl:.4f}"
@@ -293,6 +294,35 @@ def test_card_before_any_evaluation(tmp_path):
     assert "stage warmup; refreshes 0" in card.text
     assert _table(card.text, "| class |")[0][2:] == ["n/a", "1.000", "n/a"]
     assert not (tmp_path / "card" / PLOT_FILE).exists()
+
+
+def test_the_card_names_the_weighting_the_loss_used():
+    # a baseline run (weighting "none" or by counts) must not be described as semantic-scale weighted
+    default = _report().render().text
+    assert "the loss of each class is re-weighted by the class's *semantic scale*" in default
+    unweighted = _report(semscale_settings={"semscale_weighting": "none"}).render().text
+    assert "re-weighted by the class's *semantic scale*" not in unweighted
+    assert "the loss is not re-weighted" in unweighted and "| `semscale_weighting` | `none` |" in unweighted
+    by_counts = _report(semscale_settings={"semscale_weighting": "inverse_frequency"}).render().text
+    assert "re-weighted by the class's *semantic scale*" not in by_counts
+    assert "re-weighted by the inverse of the class's training count" in by_counts
+
+
+def test_a_card_of_several_evaluation_sets_reports_the_first(tmp_path):
+    # eval_dataset={"val": ..., "test": ...} logs eval_val_* and eval_test_*: the card showed no evaluation at all
+    data = digits_dataset(counts=[12, 6, 4, 2])
+    args = make_args(tmp_path / "out", max_steps=6, eval_strategy="steps", eval_steps=6)
+    trainer = SemScaleTrainer(
+        model=tiny_vit(), args=args, train_dataset=data, eval_dataset={"val": data, "test": data.select(range(8))}
+    )
+    trainer.train()
+    card = write_model_card(trainer, tmp_path / "card", dataset="digits-lt")
+    evaluation = [entry for entry in trainer.state.log_history if "eval_val_accuracy" in entry][-1]
+    assert "No evaluation was run" not in card.text and "Last evaluation on `val` (step 6)" in card.text
+    accuracy = next(r for r in card.data.eval_results if r.metric_name == "Accuracy")
+    assert accuracy.metric_value == round(evaluation["eval_val_accuracy"], 4)
+    rows = _table(card.text, "| class |")
+    assert [row[4] for row in rows] == [format(evaluation[f"eval_val_acc_class_{c}"], ".3f") for c in range(4)]
 
 
 # -------------------------------------------------------------------------------------------- template
