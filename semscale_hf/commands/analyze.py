@@ -58,6 +58,15 @@ def build_analyze_parser(parser: argparse.ArgumentParser | None = None) -> argpa
     source.add_argument("--split", default=None, help="split to analyse (default: 'test' if present, else 'train')")
     source.add_argument("--train-split", default="train", help="split whose class counts are the training counts")
     source.add_argument("--imbalance-factor", type=float, default=None, help="digits only: long-tailed train split")
+    source.add_argument(
+        "--profile", default="exp", choices=["exp", "step"], help="digits only: long-tail profile (as the demo)"
+    )
+    source.add_argument(
+        "--data-seed",
+        type=int,
+        default=0,
+        help="digits only: seed of the train/test split and the long-tailed subset (0, as the demo's default)",
+    )
     source.add_argument("--image-column", default=None, help="image column (default: detected)")
     source.add_argument("--label-column", default=None, help="label column (default: detected)")
     source.add_argument("--limit", type=int, default=None, help="analyse at most this many examples")
@@ -84,7 +93,7 @@ def build_analyze_parser(parser: argparse.ArgumentParser | None = None) -> argpa
         help="'auto' (largest, median, smallest class), 'none', or comma-separated class ids",
     )
     measure.add_argument("--marginal-repeats", type=int, default=5)
-    measure.add_argument("--seed", type=int, default=0)
+    measure.add_argument("--seed", type=int, default=0, help="seed of the marginal-effect subset draws")
 
     output = parser.add_argument_group("output")
     output.add_argument("--output-dir", required=True, help="where report.md, report.json and the PNGs go")
@@ -106,6 +115,8 @@ def run_analyze(args: argparse.Namespace, parser: argparse.ArgumentParser | None
         return _fail(parser, "pass either --features FILE, or --model DIR with --dataset")
     if args.model is not None and args.dataset is None:
         return _fail(parser, "--model needs --dataset ('digits', a save_to_disk directory or an image folder)")
+    if args.limit is not None and args.limit < 1:
+        return _fail(parser, f"--limit must be at least 1, got {args.limit}")
     try:
         report = _build_report(args)
         written = report.save(args.output_dir, plots=args.plots)
@@ -155,7 +166,10 @@ def _build_report(args: argparse.Namespace):
     if args.train_counts is not None:
         train_counts = _parse_train_counts(args.train_counts)
     if num_classes is None and train_counts is not None:
-        num_classes = len(train_counts)
+        # classes without examples in the features count too; counts too short for the labels are named by the
+        # report's own check
+        labelled = extracted.labels[extracted.labels >= 0]
+        num_classes = max(len(train_counts), int(labelled.max()) + 1 if labelled.numel() else 0) or None
     return SemanticScaleReport.from_features(
         extracted.features,
         extracted.labels,
@@ -224,9 +238,14 @@ def _load_splits(args: argparse.Namespace) -> dict[str, Any]:
     from ..data import load_digits_dataset, load_long_tailed_digits
 
     if args.dataset == "digits":
+        # the data seed, not the subset seed: the split must stay the one the model was trained against
         if args.imbalance_factor is not None:
-            return dict(load_long_tailed_digits(imbalance_factor=args.imbalance_factor, seed=args.seed))
-        return dict(load_digits_dataset(seed=args.seed))
+            return dict(
+                load_long_tailed_digits(
+                    imbalance_factor=args.imbalance_factor, profile=args.profile, seed=args.data_seed
+                )
+            )
+        return dict(load_digits_dataset(seed=args.data_seed))
     if args.imbalance_factor is not None:
         raise ValueError("--imbalance-factor applies to --dataset digits only")
     root = Path(args.dataset)
