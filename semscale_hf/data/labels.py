@@ -94,12 +94,17 @@ def count_positives(dataset: Any, num_classes: int, *, label_column: str | None 
             raise ValueError(f"column {label_column or 'labels'!r} not found; the dataset has columns {names}")
         array = dataset.select_columns([column]).with_format("arrow")[:][column]
         values = pc.list_flatten(array).to_numpy(zero_copy_only=False) if _is_list(array.type) else None
+        # Each row's length, not only the total: rows of 3 and 1 values would pass as two rows of 2. A null row
+        # has no length (NaN) and fails too.
+        lengths = pc.list_value_length(array).to_numpy(zero_copy_only=False) if values is not None else None
+        rows_fit = lengths is not None and bool(np.all(lengths == num_classes))
         rows = len(array)
     else:
         column = label_column or "labels"
-        vectors = [np.ravel(np.asarray(_item_value(item, label_column), dtype=np.float64)) for item in dataset]
+        vectors = [np.ravel(np.asarray(_item_value(item, label_column)[1], dtype=np.float64)) for item in dataset]
         values, rows = (np.concatenate(vectors) if vectors else np.zeros(0)), len(vectors)
-    if values is None or values.size != rows * num_classes:
+        rows_fit = all(v.size == num_classes for v in vectors)
+    if not rows_fit:
         raise ValueError(
             f"column {column!r} must hold one multi-hot vector of length {num_classes} (num_labels) per example"
         )
@@ -127,9 +132,8 @@ def read_labels(dataset: Any, label_column: str | None = None) -> tuple[np.ndarr
             num_classes = feature.num_classes
     else:
         column = label_column or "labels"
-        labels = np.asarray(
-            [label for item in dataset for label in np.ravel(_item_label(item, label_column))], dtype=np.int64
-        )
+        item_labels = [_item_label(item, label_column) for item in dataset]
+        labels = np.concatenate(item_labels) if item_labels else np.zeros(0, dtype=np.int64)
     if labels.ndim != 1 or not (labels.size == 0 or np.issubdtype(labels.dtype, np.integer)):
         raise TypeError(f"column {column!r} must hold integer class ids, got an array of {labels.dtype}")
     return labels.astype(np.int64), column, num_classes
@@ -150,24 +154,25 @@ def _is_list(arrow_type: pa.DataType) -> bool:
     return types.is_list(arrow_type) or types.is_large_list(arrow_type) or types.is_fixed_size_list(arrow_type)
 
 
-def _item_value(item: Any, label_column: str | None) -> Any:
-    try:
-        return item[label_column or next(c for c in LABEL_COLUMNS if c in item)]
-    except (TypeError, KeyError, StopIteration) as error:
-        raise ValueError(
-            "cannot count the labels: the dataset's items have no `labels`/`label` key; pass class_counts=[...]"
-        ) from error
-
-
-def _item_label(item: Any, label_column: str | None) -> int | np.ndarray:
+def _item_value(item: Any, label_column: str | None) -> tuple[str, Any]:
+    """The label key of one item and its value."""
     try:
         key = label_column or next(c for c in LABEL_COLUMNS if c in item)
-        value = item[key]
-        return np.asarray(value, dtype=np.int64) if np.ndim(value) else int(value)
+        return key, item[key]
     except (TypeError, KeyError, StopIteration) as error:
         raise ValueError(
             "cannot count the labels: the dataset's items have no `labels`/`label` key; pass class_counts=[...]"
         ) from error
+
+
+def _item_label(item: Any, label_column: str | None) -> np.ndarray:
+    """The class ids of one item, flattened; only integers pass, as in the Arrow path (no cast of 1.7 or "1")."""
+    key, value = _item_value(item, label_column)
+    ids = np.asarray(value)
+    if ids.size and not np.issubdtype(ids.dtype, np.integer):  # an empty token list reads as float64
+        got = repr(value) if ids.ndim == 0 else f"an array of {ids.dtype}"
+        raise TypeError(f"column {key!r} must hold integer class ids, got {got}; map the labels to ids 0..C-1 first")
+    return np.ravel(ids).astype(np.int64)
 
 
 def class_counts(dataset: Any, label_column: str = "label", num_classes: int | None = None) -> list[int]:

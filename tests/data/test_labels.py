@@ -1,6 +1,7 @@
 """The one label counter: datasets through the Arrow column, other datasets item by item, -100 left out on request."""
 
 import datasets
+import numpy as np
 import pytest
 import torch
 
@@ -64,3 +65,34 @@ def test_a_stream_is_never_read_to_count_it():
         count_labels(stream, 2)
     with pytest.raises(ValueError, match="streaming"):
         count_positives(stream, 2)
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [[0.0, 1.7, 1.2], ["1", "2"], ["cat"], [True, False], [torch.tensor(1.5)], [[0, 1], [0.5]]],
+    ids=["floats", "digit-strings", "names", "bools", "float-tensor", "float-token-list"],
+)
+def test_labels_that_are_not_integer_class_ids_raise_type_error_on_both_paths(labels):
+    # The item path once cast them (1.7 -> 1, "1" -> 1): counts that silently differ from the Arrow path's.
+    with pytest.raises(TypeError, match="integer class ids"):
+        count_labels([{"label": v} for v in labels])
+    if not isinstance(labels[0], torch.Tensor):  # the Arrow path, which was right
+        with pytest.raises(TypeError, match="integer class ids"):
+            count_labels(datasets.Dataset.from_dict({"label": labels}))
+
+
+def test_integer_items_of_every_kind_count():
+    items = [{"label": 1}, {"label": np.int32(2)}, {"label": torch.tensor(0)}, {"label": np.uint8(2)}]
+    assert count_labels(items) == [1, 1, 2]
+    assert count_labels([{"labels": []}, {"labels": [1, 1]}, {"labels": torch.tensor([0])}], 2) == [1, 2]
+
+
+def test_multi_hot_vectors_of_the_wrong_length_are_rejected_row_by_row():
+    # 3 + 1 values make 2 rows of 2 in total: the count must still fail, as no row is a 2-vector.
+    rows = [[1.0, 1.0, 1.0], [0.0]]
+    with pytest.raises(ValueError, match="multi-hot vector of length 2"):
+        count_positives(datasets.Dataset.from_dict({"labels": rows}), 2)
+    with pytest.raises(ValueError, match="multi-hot vector of length 2"):
+        count_positives([{"labels": r} for r in rows], 2)
+    with pytest.raises(ValueError, match="multi-hot vector of length 2"):
+        count_positives(datasets.Dataset.from_dict({"labels": [[1.0, 0.0], None]}), 2)
