@@ -10,7 +10,7 @@ from typing import Literal
 import datasets
 import numpy as np
 
-from .labels import check_label_range, read_labels
+from .labels import _is_list, check_label_range, read_labels
 
 
 __all__ = ["build_long_tailed_splits", "long_tailed_counts", "make_long_tailed"]
@@ -122,7 +122,8 @@ def make_long_tailed(
         [`~datasets.Dataset`]: the subset, with the same features as `dataset`.
 
     Raises:
-        `ValueError`: if a class has fewer rows than its target count, or an argument is invalid.
+        `ValueError`: if a class has fewer rows than its target count or none at all, the dataset is empty, the label
+            column holds a list per row, or an argument is invalid.
 
     Example:
 
@@ -132,10 +133,26 @@ def make_long_tailed(
     [10, 3, 1]
     """
     labels, _, num_classes = read_labels(dataset, label_column)
+    # read_labels flattens a column of lists (token tags), whose positions are not rows.
+    if _is_list(dataset.data.schema.field(label_column).type):
+        raise ValueError(
+            f"make_long_tailed needs one integer label per row, but column {label_column!r} holds a list per row "
+            "(token tags or multi-hot labels); pass label_column with the name of a single-label column"
+        )
+    if not labels.size:
+        raise ValueError(f"cannot make a long-tailed subset: the dataset has no rows (column {label_column!r})")
     if num_classes is None:
-        num_classes = int(labels.max()) + 1 if labels.size else 0
+        num_classes = int(labels.max()) + 1
     check_label_range(labels, num_classes, label_column)
     available = np.bincount(labels, minlength=num_classes)
+    # Every class of a profile gets at least one row, so no max_count makes up for an empty one.
+    missing = np.flatnonzero(available == 0).tolist()
+    if missing:
+        raise ValueError(
+            f"classes {missing} have no rows in {label_column!r}, and every class of a long-tailed profile needs at "
+            "least one; remap the labels to consecutive ids of the classes present (and cast the column to a "
+            "ClassLabel without the empty names, if it has one)"
+        )
     if class_order is None:
         class_order = list(range(num_classes))
     else:
@@ -146,11 +163,6 @@ def make_long_tailed(
             )
     if max_count is None:
         max_count = int(available.min())
-        if max_count == 0:
-            missing = np.flatnonzero(available == 0).tolist()
-            raise ValueError(
-                f"classes {missing} have no rows in {label_column!r}; pass max_count explicitly or drop them"
-            )
     counts = long_tailed_counts(max_count, num_classes, imbalance_factor, profile)
 
     keep = []

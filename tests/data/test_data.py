@@ -261,6 +261,28 @@ def test_make_long_tailed_rejects_bad_labels():
         make_long_tailed(unlabelled, imbalance_factor=2)
 
 
+def test_make_long_tailed_needs_one_label_per_row():
+    # Token tag lists were flattened and their indices taken as rows: an IndexError, or the wrong rows kept.
+    for rows in ([[0, 1], [1, 0], [0, 0], [1, 1], [0, 1]], [[0], [1], [0], [1]]):
+        with pytest.raises(ValueError, match="one integer label per row"):
+            make_long_tailed(datasets.Dataset.from_dict({"label": rows}), imbalance_factor=2)
+
+
+@pytest.mark.parametrize("max_count", [None, 3, 5])
+def test_make_long_tailed_empty_class_advice_is_one_that_works(max_count):
+    # Every class of a profile gets at least one row, so no max_count helps a class with none.
+    with pytest.raises(ValueError, match=r"classes \[1\] have no rows") as error:
+        make_long_tailed(_labelled([5, 0, 5]), imbalance_factor=2, max_count=max_count)
+    assert "max_count" not in str(error.value)
+    assert "ClassLabel" in str(error.value)
+
+
+@pytest.mark.parametrize("class_label", [True, False])
+def test_make_long_tailed_empty_dataset(class_label):
+    with pytest.raises(ValueError, match="the dataset has no rows"):
+        make_long_tailed(_labelled([0, 0, 0], class_label=class_label), imbalance_factor=2)
+
+
 # ----- load_long_tailed_digits / build_long_tailed_splits / load_cifar_lt -----
 
 
