@@ -8,7 +8,7 @@ token, -100 on special tokens and sub-words) is counted per token.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -70,7 +70,7 @@ def count_labels(
         labels = labels[labels != ignore_index]
     if num_classes is None:
         num_classes = int(labels.max()) + 1 if labels.size else 0
-    check_label_range(labels, num_classes, column)
+    check_label_range(labels, num_classes, column, suggest_ignore_index=ignore_index is None)
     return np.bincount(labels, minlength=num_classes).tolist()
 
 
@@ -91,7 +91,7 @@ def count_positives(dataset: Any, num_classes: int, *, label_column: str | None 
     if names is not None and hasattr(dataset, "select_columns"):
         column = label_column or next((c for c in LABEL_COLUMNS if c in names), None)
         if column is None or column not in names:
-            raise ValueError(f"column {label_column or 'labels'!r} not found; the dataset has columns {names}")
+            raise ValueError(_not_found(label_column, f"the dataset has columns {names}"))
         array = dataset.select_columns([column]).with_format("arrow")[:][column]
         values = pc.list_flatten(array).to_numpy(zero_copy_only=False) if _is_list(array.type) else None
         # Each row's length, not only the total: rows of 3 and 1 values would pass as two rows of 2. A null row
@@ -118,10 +118,7 @@ def read_labels(dataset: Any, label_column: str | None = None) -> tuple[np.ndarr
     if names is not None and hasattr(dataset, "select_columns"):
         column = label_column or next((c for c in LABEL_COLUMNS if c in names), None)
         if column is None or column not in names:
-            raise ValueError(
-                f"column {label_column or 'labels'!r} not found; the dataset has columns {names}: pass the label "
-                "column's name (or class_counts=[...] to the trainer)"
-            )
+            raise ValueError(_not_found(label_column, f"the dataset has columns {names}"))
         array = dataset.select_columns([column]).with_format("arrow")[:][column]
         while _is_list(array.type):
             array = pc.list_flatten(array)  # tags of every token, in order
@@ -139,13 +136,24 @@ def read_labels(dataset: Any, label_column: str | None = None) -> tuple[np.ndarr
     return labels.astype(np.int64), column, num_classes
 
 
-def check_label_range(labels: np.ndarray, num_classes: int, column: str) -> None:
-    """Raises a `ValueError` naming the column when a label lies outside `[0, num_classes)`."""
+def check_label_range(
+    labels: np.ndarray, num_classes: int, column: str, *, suggest_ignore_index: bool = False
+) -> None:
+    """Raises a `ValueError` naming the column when a label lies outside `[0, num_classes)`.
+
+    With `suggest_ignore_index` (a caller that takes `ignore_index` and got none), a -100 among the labels out of range
+    is pointed to `ignore_index=-100`: the Hugging Face mark of tokens without a label.
+    """
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        outside = labels[(labels < 0) | (labels >= num_classes)]
+        advice = []
+        if suggest_ignore_index and (outside == -100).any():
+            advice.append("pass ignore_index=-100 to leave out the -100 of unlabelled tokens (the Hugging Face mark)")
+        if (outside != -100).any() or not advice:
+            advice.append("remove unlabelled rows (-1) or pass the right num_classes (the model's num_labels)")
         raise ValueError(
             f"labels must lie in [0, {num_classes}), but column {column!r} holds values from {labels.min()} to "
-            f"{labels.max()} (outside that range); remove unlabelled rows (-1) or pass the right num_classes (the "
-            "model's num_labels)"
+            f"{labels.max()} (outside that range); {'; '.join(advice)}"
         )
 
 
@@ -160,9 +168,23 @@ def _item_value(item: Any, label_column: str | None) -> tuple[str, Any]:
         key = label_column or next(c for c in LABEL_COLUMNS if c in item)
         return key, item[key]
     except (TypeError, KeyError, StopIteration) as error:
-        raise ValueError(
-            "cannot count the labels: the dataset's items have no `labels`/`label` key; pass class_counts=[...]"
-        ) from error
+        found = (
+            f"the dataset's items have keys {list(item)}"
+            if isinstance(item, Mapping)
+            else f"the dataset's items are {type(item).__name__}, not mappings"
+        )
+        raise ValueError(_not_found(label_column, found)) from error
+
+
+def _not_found(label_column: str | None, found: str) -> str:
+    """The message for a missing label column; the trainer's class_counts is advice only when no column was named."""
+    if label_column is None:
+        looked_for = " and ".join(map(repr, LABEL_COLUMNS))
+        return (
+            f"label column not found: looked for {looked_for}, but {found}; pass label_column=... with the label "
+            "column's name (or class_counts=[...] to the trainer)"
+        )
+    return f"column {label_column!r} not found; {found}: pass label_column=... with the label column's name"
 
 
 def _item_label(item: Any, label_column: str | None) -> np.ndarray:

@@ -96,3 +96,30 @@ def test_multi_hot_vectors_of_the_wrong_length_are_rejected_row_by_row():
         count_positives([{"labels": r} for r in rows], 2)
     with pytest.raises(ValueError, match="multi-hot vector of length 2"):
         count_positives(datasets.Dataset.from_dict({"labels": [[1.0, 0.0], None]}), 2)
+
+
+def test_token_labels_with_minus_100_point_to_ignore_index():
+    rows = [[-100, 0, 1, -100], [-100, 2, -100]]
+    for dataset in (datasets.Dataset.from_dict({"labels": rows}), [{"labels": r} for r in rows]):
+        with pytest.raises(ValueError, match=r"pass ignore_index=-100"):
+            count_labels(dataset)
+        with pytest.raises(ValueError, match=r"pass ignore_index=-100.*right num_classes"):
+            count_labels(dataset, 2)  # -100 and a class id too large: both pieces of advice
+    with pytest.raises(ValueError, match="unlabelled") as error:
+        count_labels(datasets.Dataset.from_dict({"labels": [0, -1]}), 2)
+    assert "ignore_index" not in str(error.value)
+
+
+def test_a_missing_label_column_names_what_was_looked_for_and_what_to_pass():
+    for dataset in (datasets.Dataset.from_dict({"y": [0, 1]}), [{"y": 0}]):
+        with pytest.raises(
+            ValueError, match=r"'labels' and 'label'.*label_column.*class_counts=\[\.\.\.\] to the trainer"
+        ):
+            count_labels(dataset, 2)
+        with pytest.raises(ValueError, match=r"'labels' and 'label'.*label_column"):
+            count_positives(dataset, 2)
+    # Named by the caller (class_counts, make_long_tailed): the trainer's class_counts is no advice there.
+    for dataset in (datasets.Dataset.from_dict({"y": [0, 1]}), [{"y": 0}]):
+        with pytest.raises(ValueError, match=r"'fine_label' not found.*pass label_column") as error:
+            count_labels(dataset, 2, label_column="fine_label")
+        assert "trainer" not in str(error.value)
