@@ -139,8 +139,9 @@ class SemScaleCallback(TrainerCallback):
             # measure-only state is not saved with checkpoints: a resumed run fills its pool again from this step,
             # or its first refresh would measure a single batch
             self.balancer.warmup_start_step = state.global_step
+        needs_epoch = self.refresh_steps is None or (self.warmup_steps is None and self.warmup_epochs > 0)
         self.warmup_total, self.refresh_every = refresh_schedule(
-            self._steps_per_epoch(args, kwargs.get("train_dataloader")),
+            self._steps_per_epoch(args, kwargs.get("train_dataloader"), kwargs["model"]) if needs_epoch else 1,
             warmup_epochs=self.warmup_epochs,
             warmup_steps=self.warmup_steps,
             refresh_steps=self.refresh_steps,
@@ -170,13 +171,25 @@ class SemScaleCallback(TrainerCallback):
         self._stop_measuring()
 
     # ----------------------------------------------------------------------------------------------- internals
-    def _steps_per_epoch(self, args: TrainingArguments, dataloader: Any) -> int:
+    def _steps_per_epoch(self, args: TrainingArguments, dataloader: Any, model: torch.nn.Module) -> int:
         """Optimizer steps of one epoch: from the dataloader, or (a stream has no length) from the class counts."""
         try:
             return math.ceil(len(dataloader) / args.gradient_accumulation_steps)
         except TypeError:  # no dataloader, or an iterable dataset: an epoch is one pass over the counted samples
-            per_step = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
-            return math.ceil(int(self.balancer.class_counts.sum()) / per_step)
+            pass
+        if is_token_classifier(model) or is_multi_label(model):  # the counts are tokens or positive labels
+            names = (
+                "pass warmup_steps and refresh_steps to SemScaleCallback"
+                if self.measure_only
+                else "set semscale_warmup_steps and semscale_refresh_steps"
+            )
+            raise ValueError(
+                "the train set is a stream, so an epoch has no length, and the class counts of a token or "
+                f"multi-label task count tokens or positive labels rather than examples: {names} (the schedule in "
+                "optimizer steps)"
+            )
+        per_step = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
+        return math.ceil(int(self.balancer.class_counts.sum()) / per_step)
 
     def _check_recorded(self, args: TrainingArguments, state: TrainerState) -> None:
         # the steps are counted as during the forward passes: global_step before its increment

@@ -10,9 +10,17 @@ from __future__ import annotations
 import contextlib
 import logging
 
+import numpy as np
 import pytest
 import torch
-from _helpers.trainer_utils import TRAINER_DEFAULTS, digits_dataset, make_args, tiny_vit
+from _helpers.trainer_utils import (
+    TRAINER_DEFAULTS,
+    digits_dataset,
+    make_args,
+    multi_hot_digits,
+    multi_label_vit,
+    tiny_vit,
+)
 from safetensors.torch import load_file
 from torch.nn import functional as F
 from transformers import (
@@ -76,6 +84,40 @@ def test_an_iterable_train_set_trains_with_max_steps_and_class_counts(tmp_path, 
     assert refreshes.steps == ([2, 5, 8, 11] if schedule == "steps" else [6, 12])
     assert trainer.balancer.pool.counts.tolist() == COUNTS  # 12 steps of 4 = two passes: every slot filled
     assert trainer.balancer.stage == "balanced" and not torch.equal(trainer.class_weights, torch.ones(4).double())
+
+
+def test_an_epoch_of_a_streamed_multi_label_set_is_not_guessed_from_its_counts(tmp_path):
+    # an epoch of a stream was sum(class_counts) / batch: for a multi-label (or token) task the counts are positive
+    # labels (tokens), not examples, so the warm-up and refresh ran several times too late
+    data = multi_hot_digits()
+    counts = np.asarray(data.with_format("numpy")["labels"][:]).sum(axis=0).astype(int).tolist()
+    epochs = {"semscale_warmup_steps": None, "semscale_refresh_steps": None, "semscale_warmup_epochs": 1}
+    trainer = SemScaleTrainer(
+        model=multi_label_vit(),
+        args=make_args(tmp_path / "epochs", max_steps=4, **epochs),
+        train_dataset=data.to_iterable_dataset(),
+        class_counts=counts,
+    )
+    with pytest.raises(ValueError, match=r"set semscale_warmup_steps and semscale_refresh_steps"):
+        trainer.train()
+    steps = {"semscale_warmup_steps": 2, "semscale_refresh_steps": 2}
+    trainer = SemScaleTrainer(
+        model=multi_label_vit(),
+        args=make_args(tmp_path / "steps", max_steps=4, **steps),
+        train_dataset=data.to_iterable_dataset(),
+        class_counts=counts,
+    )
+    trainer.train()
+    assert trainer.balancer.num_refreshes == 2
+    # the same for the measure-only callback, in its own argument names
+    plain = Trainer(
+        model=multi_label_vit(),
+        args=TrainingArguments(output_dir=str(tmp_path / "plain"), **{**TRAINER_DEFAULTS, "max_steps": 2}),
+        train_dataset=data.to_iterable_dataset(),
+    )
+    SemScaleCallback.attach(plain, class_counts=counts, refresh_steps=1)
+    with pytest.raises(ValueError, match=r"pass warmup_steps and refresh_steps to SemScaleCallback"):
+        plain.train()
 
 
 def test_an_iterable_train_set_without_class_counts_fails_at_construction_without_reading_it(tmp_path):
