@@ -41,9 +41,16 @@ def _average_ranks(values: torch.Tensor) -> torch.Tensor:
 
 
 def _paired_finite(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.as_tensor(x).to(torch.float64).flatten().cpu()
-    y = torch.as_tensor(y).to(torch.float64).flatten().cpu()
+    x, y = as_float64(x).flatten(), as_float64(y).flatten()
     if x.shape != y.shape:
         raise ValueError(f"cannot correlate vectors of lengths {x.numel()} and {y.numel()}")
     keep = torch.isfinite(x) & torch.isfinite(y)
     return x[keep], y[keep]
+
+
+def as_float64(values: torch.Tensor) -> torch.Tensor:
+    """`values` as a float64 CPU tensor."""
+    # a list is read in float64 directly: through float32 first, 1 + 1e-8 would become 1 and 1e39 inf
+    if isinstance(values, torch.Tensor):
+        return values.detach().to(torch.float64).cpu()
+    return torch.as_tensor(values, dtype=torch.float64)

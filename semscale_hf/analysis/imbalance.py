@@ -2,8 +2,8 @@ r"""Dataset-level semantic scale imbalance, and how scale, counts and effective 
 
 Headline number: `max_min_ratio`, the largest measured scale over the smallest. Also reported: the coefficient of
 variation of the scales and the KL divergence (in nats) of the distribution `S_c / sum_k S_k` from uniform. All
-statistics use the measured classes only (finite scales); correlations are NaN where undefined (fewer than two
-classes, or a constant input, as counts are on a sample-balanced dataset).
+statistics use the measured classes only (finite scales) and compare classes, so they are NaN with fewer than two
+measured classes; correlations are also NaN for a constant input (as counts are on a sample-balanced dataset).
 
 This module imports only torch.
 """
@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..core.weights import effective_number
-from .correlation import pearson_correlation, spearman_correlation
+from .correlation import as_float64, pearson_correlation, spearman_correlation
 
 
 __all__ = ["ScaleImbalance", "pearson_correlation", "scale_imbalance", "spearman_correlation"]
@@ -71,7 +71,7 @@ def scale_imbalance(
     >>> result.max_min_ratio, result.normalized_scales
     (2.0, [0.5, 1.0, nan])
     """
-    scales = torch.as_tensor(scales).to(torch.float64).cpu()
+    scales = as_float64(scales)
     if scales.ndim != 1:
         raise ValueError(f"scales must be 1-D (num_classes,), got shape {tuple(scales.shape)}")
     measured = torch.isfinite(scales)
@@ -81,6 +81,10 @@ def scale_imbalance(
     nan = float("nan")
     if values.numel() and float(values.max()) > 0:
         normalized = scales / values.max()
+    else:  # nothing measured, or every scale is 0
+        normalized = torch.full_like(scales, nan)
+    # one measured class is not balanced: with nothing to compare it with, the imbalance is undefined
+    if values.numel() >= 2 and float(values.max()) > 0:
         total = values.sum()
         shares = values / total
         positive = shares > 0
@@ -88,8 +92,7 @@ def scale_imbalance(
         ratio = float(values.max() / values.min()) if float(values.min()) > 0 else math.inf
         mean = values.mean()
         cv = float(values.std(unbiased=False) / mean)
-    else:  # nothing measured, or every scale is 0
-        normalized = torch.full_like(scales, nan)
+    else:
         kl = ratio = cv = nan
     result: dict[str, object] = {
         "normalized_scales": normalized.tolist(),
@@ -114,7 +117,7 @@ def scale_imbalance(
 
 
 def _vector_like(values: torch.Tensor, reference: torch.Tensor, name: str) -> torch.Tensor:
-    values = torch.as_tensor(values).to(torch.float64).cpu()
+    values = as_float64(values)
     if values.shape != reference.shape:
         raise ValueError(f"{name} must have shape {tuple(reference.shape)} (one per class), got {tuple(values.shape)}")
     return values

@@ -6,14 +6,15 @@ which dominates the run time for large embedding sets (see `benchmarks/bench_met
 
 Conventions of the returned dict: per-class lists hold `None` for a class that was not measured (fewer than
 `min_count` examples) or has no examples, so the dict is valid JSON; scalar statistics are floats, NaN where they are
-undefined (a correlation with a constant vector).
+undefined (a correlation with a constant vector; every statistic that compares classes when fewer than two classes
+are measured).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from typing import Any
 
 import numpy as np
@@ -47,7 +48,7 @@ def semantic_scale_metric(
         embeddings (`torch.Tensor`, `np.ndarray` or list of lists, shape `(num_samples, dim)`):
             One feature vector per example, e.g. the input of the classification head.
         labels (`torch.Tensor`, `np.ndarray` or list of `int`, shape `(num_samples,)`):
-            Integer class ids in `[0, num_classes)`.
+            Integer class ids in `[0, num_classes)`; a row labelled -100 is ignored, its prediction included.
         predictions (`torch.Tensor`, `np.ndarray` or list of `int`, shape `(num_samples,)`, *optional*):
             Predicted class ids; adds per-class accuracy and its correlation with the scales.
         num_classes (`int`, *optional*):
@@ -64,9 +65,9 @@ def semantic_scale_metric(
     Returns:
         `dict`: `semantic_scales`, `normalized_scales` (per class, `None` if unmeasured), `class_counts`,
         `num_measured`, `scale_imbalance_ratio` (largest over smallest measured scale), `scale_cv` (coefficient of
-        variation), `scale_kl_uniform` (KL divergence in nats of `S_c / sum S` from uniform); with `predictions` also
-        `accuracy`, `per_class_accuracy` (per class, `None` without examples), `pearson_scale_accuracy` and
-        `spearman_scale_accuracy`.
+        variation), `scale_kl_uniform` (KL divergence in nats of `S_c / sum S` from uniform), these three NaN with
+        fewer than two measured classes; with `predictions` also `accuracy`, `per_class_accuracy` (per class, `None`
+        without examples), `pearson_scale_accuracy` and `spearman_scale_accuracy`.
 
     Raises:
         `ValueError`: for empty input, embeddings of unequal length, NaN or inf, fewer than two distinct classes,
@@ -83,9 +84,9 @@ def semantic_scale_metric(
     """
     features = _as_embeddings(embeddings)
     labels = _as_class_ids(labels, "labels", features.shape[0], ignore_index=IGNORE_INDEX)
+    kept = labels != IGNORE_INDEX  # ignored everywhere, as in the math API: their predictions too
     if predictions is not None:
-        predictions = _as_class_ids(predictions, "predictions", features.shape[0])
-    kept = labels != IGNORE_INDEX  # ignored everywhere, as in the math API
+        predictions = _as_class_ids(predictions, "predictions", features.shape[0], kept=kept)
     if not bool(kept.all()):
         features, labels = features[kept.to(features.device)], labels[kept]
         predictions = None if predictions is None else predictions[kept]
@@ -134,26 +135,39 @@ def semantic_scale_metric(
 
 
 def _as_embeddings(embeddings: ArrayLike) -> torch.Tensor:
+    if isinstance(embeddings, np.ndarray) and embeddings.dtype == object:
+        embeddings = list(embeddings)  # e.g. df["emb"].to_numpy(), one array per row: stacked below
     if isinstance(embeddings, torch.Tensor):
         features = embeddings.detach()
     elif isinstance(embeddings, np.ndarray):
-        if embeddings.dtype == object:
-            raise ValueError("embeddings must all have the same length, got a ragged object array")
-        features = torch.from_numpy(embeddings)
+        features = _from_numpy(embeddings)
     else:
-        embeddings = list(embeddings)
-        if not embeddings:
+        rows = list(embeddings)
+        if not rows:
             raise ValueError("got no examples: embeddings and labels are empty")
-        lengths = {len(row) for row in embeddings}
-        if len(lengths) > 1:
-            first = len(embeddings[0])
-            bad = next(i for i, row in enumerate(embeddings) if len(row) != first)
-            raise ValueError(
-                f"embeddings must all have the same length, got lengths {sorted(lengths)} "
-                f"(row 0 has {first}, row {bad} has {len(embeddings[bad])})"
+        lengths = [_row_length(row) for row in rows]
+        if None in lengths:
+            got = (
+                f"shape ({len(rows)},)"
+                if all(length is None for length in lengths)
+                else f"a sequence whose row {lengths.index(None)} is a single number"
             )
-        # float32 is the precision the evaluate module stores; a list cannot carry a dtype anyway
-        features = torch.as_tensor(np.asarray(embeddings, dtype=np.float32).reshape(len(embeddings), -1))
+            raise ValueError(f"embeddings must be 2-D (num_samples, dim), got {got}; pass one vector per example")
+        if len(set(lengths)) > 1:
+            bad = next(i for i, length in enumerate(lengths) if length != lengths[0])
+            raise ValueError(
+                f"embeddings must all have the same length, got lengths {sorted(set(lengths))} "
+                f"(row 0 has {lengths[0]}, row {bad} has {lengths[bad]})"
+            )
+        if all(isinstance(row, torch.Tensor) for row in rows):
+            features = torch.stack([row.detach() for row in rows])  # as a 2-D tensor: same dtype and device
+        elif all(isinstance(row, np.ndarray) and row.dtype != object for row in rows):
+            features = _from_numpy(np.stack(rows))
+        else:
+            # numpy has no bfloat16, and cannot read a tensor on a GPU
+            rows = [row.detach().cpu().float() if isinstance(row, torch.Tensor) else row for row in rows]
+            # float32 is the precision the evaluate module stores; a list cannot carry a dtype anyway
+            features = torch.as_tensor(np.asarray(rows, dtype=np.float32).reshape(len(rows), -1))
     if features.ndim == 1 and features.numel() == 0:
         features = features.reshape(0, 0)
     if features.ndim != 2:
@@ -165,30 +179,54 @@ def _as_embeddings(embeddings: ArrayLike) -> torch.Tensor:
     return check_features(features, name="embeddings")
 
 
-def _as_class_ids(values: ArrayLike, name: str, num_samples: int, ignore_index: int | None = None) -> torch.Tensor:
+def _as_class_ids(
+    values: ArrayLike,
+    name: str,
+    num_samples: int,
+    ignore_index: int | None = None,
+    kept: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Checks and converts class ids; only the `kept` rows (those not labelled -100) must be valid."""
     if isinstance(values, torch.Tensor):
         ids = values.detach()
     else:
         array = np.asarray(values)
         if array.dtype == object:  # e.g. None mixed in, from an evaluate column filled only for some batches
             raise TypeError(f"{name} must be integer class ids; got values such as {_first_odd(values)!r}")
-        ids = torch.from_numpy(array) if array.size else torch.zeros(0, dtype=torch.long)
+        if array.dtype.kind == "u":
+            array = array.astype(np.int64)  # torch cannot compare uint16/32/64; no class id is that large
+        ids = _from_numpy(array) if array.size else torch.zeros(0, dtype=torch.long)
     if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
-        example = ids[~(ids == ids.round())][:1].tolist() if ids.is_floating_point() else ids[:1].tolist()
+        example = ids[~(ids == ids.round())][:1].tolist() if ids.is_floating_point() else []
         raise TypeError(
             f"{name} must be integer class ids, got dtype {ids.dtype}"
             + (f" with non-integer values such as {example[0]}" if example else "")
             + "; cast them to int first (e.g. .long() or .astype(int))"
         )
+    if not ids.dtype.is_signed:
+        ids = ids.long()  # torch.uint16/32/64 tensors: comparisons are not implemented for them
     if ids.ndim != 1:
         raise ValueError(f"{name} must be 1-D (num_samples,), got shape {tuple(ids.shape)}")
     if ids.shape[0] != num_samples:
         raise ValueError(f"got {num_samples} embeddings but {ids.shape[0]} {name}")
-    negative = (ids < 0) if ignore_index is None else (ids < 0) & (ids != ignore_index)
+    checked = ids if kept is None else ids[kept.to(ids.device)]
+    negative = (checked < 0) if ignore_index is None else (checked < 0) & (checked != ignore_index)
     if bool(negative.any()):
         allowed = "" if ignore_index is None else f" (or {ignore_index}, ignored)"
-        raise ValueError(f"{name} must be non-negative class ids{allowed}, got {int(ids[negative][0])}")
+        raise ValueError(f"{name} must be non-negative class ids{allowed}, got {int(checked[negative][0])}")
     return ids.long()
+
+
+def _from_numpy(array: np.ndarray) -> torch.Tensor:
+    # torch.from_numpy takes neither negative strides (a reversed view) nor non-native byte order ('>f4' from a file)
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("=")))
+
+
+def _row_length(row: Any) -> int | None:
+    """Length of one embedding row; `None` for a single number (a 1-D input)."""
+    if isinstance(row, (torch.Tensor, np.ndarray)):
+        return row.shape[0] if row.ndim else None
+    return len(row) if isinstance(row, Sized) and not isinstance(row, (str, bytes)) else None
 
 
 def _first_odd(values: Sequence[Any]) -> Any:

@@ -67,3 +67,19 @@ def test_accuracy_and_count_correlations():
 def test_zero_minimum_gives_infinite_ratio_and_nothing_measured_gives_nan():
     assert math.isinf(scale_imbalance(torch.tensor([0.0, 1.0])).max_min_ratio)
     assert math.isnan(scale_imbalance(torch.tensor([float("nan")])).max_min_ratio)
+
+
+def test_one_measured_class_has_no_imbalance_statistics():
+    result = scale_imbalance(torch.tensor([2.0, float("nan")]))
+    assert result.num_measured == 1 and result.normalized_scales[0] == 1.0
+    assert math.isnan(result.max_min_ratio) and math.isnan(result.coefficient_of_variation)
+    assert math.isnan(result.kl_from_uniform)
+
+
+def test_python_lists_are_read_in_float64():
+    assert pearson_correlation([1.0, 1 + 1e-8, 1 + 2e-8], [1, 2, 3]) == pytest.approx(1.0)
+    assert spearman_correlation([1.0, 1 + 1e-8, 1 + 2e-8], [3, 2, 1]) == pytest.approx(-1.0)
+    assert scale_imbalance([1e39, 1.0]).max_min_ratio == pytest.approx(1e39)
+    result = scale_imbalance([1.0, 2.0, 3.0], accuracies=[1.0, 1 + 1e-8, 1 + 2e-8], counts=[1e39, 1e38, 1.0])
+    assert result.pearson_scale_accuracy == pytest.approx(1.0)
+    assert result.spearman_count_accuracy == pytest.approx(-1.0)

@@ -3,6 +3,7 @@
 import doctest
 import inspect
 import json
+import math
 import os
 import re
 import subprocess
@@ -171,7 +172,8 @@ def test_bad_input_gives_a_clear_error(metric, case):
 
 
 @pytest.mark.parametrize(
-    "case", ["unequal_lengths", "empty", "nan", "single_class", "float_labels", "length_mismatch"]
+    "case",
+    ["unequal_lengths", "empty", "nan", "single_class", "float_labels", "length_mismatch", "one_dimensional"],
 )
 def test_fast_path_rejects_the_same_bad_input(case):
     inputs, error, message = BAD_INPUTS[case]
@@ -412,3 +414,80 @@ def test_the_metric_works_inside_evaluate_combine(metric, evaluate_cache, tmp_pa
     assert results["semantic_scales"] == expected["semantic_scales"], sorted(results)
     accuracy = float((predictions == labels).double().mean())  # both modules report it: combine prefixes them
     assert results["semantic_scale_accuracy"] == results["local_accuracy_accuracy"] == pytest.approx(accuracy)
+
+
+def test_add_takes_references_as_an_alias_of_reference(metric):
+    embeddings, labels, _ = _data(8, num_samples=40)
+    for vector, label in zip(embeddings, labels):
+        metric.add(embeddings=vector, references=label)  # evaluate's own add accepts the plural too
+    assert metric.compute() == metric.compute(embeddings=embeddings, references=labels)
+    with pytest.raises(ValueError, match="as reference= or references=, not both"):
+        metric.add(embeddings=embeddings[0], reference=0, references=0)
+
+
+def test_predictions_of_ignored_rows_are_ignored_too(metric):
+    embeddings, labels, predictions = _data(9, num_samples=40)
+    ignored, masked = labels.clone(), predictions.clone()
+    ignored[::4] = masked[::4] = -100  # e.g. padding: neither a label nor a prediction
+    kept = ignored != -100
+    expected = semantic_scale_metric(embeddings[kept], labels[kept], predictions[kept])
+    assert semantic_scale_metric(embeddings, ignored, masked) == expected
+    assert semantic_scale_metric(embeddings.numpy(), ignored.tolist(), masked.tolist()) == expected
+    assert metric.compute(embeddings=embeddings, references=ignored, predictions=masked) == expected
+
+
+@pytest.mark.parametrize("layout", ["reversed", "big_endian", "uint16", "uint32", "uint64", "big_endian_ids"])
+def test_fast_path_takes_the_numpy_layouts_the_module_takes(metric, layout):
+    embeddings, labels, predictions = _data(10)
+    array, ids, predicted = embeddings.numpy(), labels.numpy(), predictions.numpy()
+    if layout == "reversed":  # negative strides
+        array, ids, predicted = array[::-1], ids[::-1], predicted[::-1]
+    elif layout == "big_endian":
+        array = array.astype(">f4")
+    elif layout == "big_endian_ids":
+        ids, predicted = ids.astype(">i8"), predicted.astype(">i4")
+    else:
+        ids, predicted = ids.astype(layout), predicted.astype(layout)
+    expected = metric.compute(embeddings=array, references=ids, predictions=predicted)
+    assert semantic_scale_metric(array, ids, predicted) == expected
+
+
+def test_boolean_labels_are_named_as_such():
+    with pytest.raises(TypeError, match=r"labels must be integer class ids, got dtype torch.bool; cast them"):
+        semantic_scale_metric(torch.eye(2), np.array([False, True]))
+
+
+def test_object_array_of_equal_length_rows_is_stacked(metric):
+    embeddings, labels, _ = _data(11)
+    rows = np.empty(len(embeddings), dtype=object)  # what df["emb"].to_numpy() gives
+    for i, row in enumerate(embeddings.numpy()):
+        rows[i] = row
+    expected = semantic_scale_metric(embeddings, labels)
+    assert semantic_scale_metric(rows, labels) == expected
+    assert metric.compute(embeddings=rows, references=labels) == expected
+    rows[3] = rows[3][:-1]
+    with pytest.raises(ValueError, match=r"same length, got lengths \[11, 12\]"):
+        semantic_scale_metric(rows, labels)
+    with pytest.raises(ValueError, match=r"same length and hold numbers, got rows of lengths \[11, 12\]"):
+        metric.compute(embeddings=rows, references=labels)
+
+
+def test_bfloat16_rows_and_lists_of_tensors(metric):
+    embeddings, labels, _ = _data(12, num_samples=40)
+    half = embeddings.bfloat16()
+    assert semantic_scale_metric(list(half), labels.tolist()) == semantic_scale_metric(half, labels)
+    expected = semantic_scale_metric(half.float(), labels)  # the module stores float32
+    assert metric.compute(embeddings=list(half), references=labels) == expected
+    for vector, label in zip(half, labels):
+        metric.add(embeddings=vector, reference=label)
+    assert metric.compute() == expected
+
+
+def test_one_measured_class_has_no_imbalance_statistics(metric):
+    embeddings = torch.randn(3, 4, generator=torch.Generator().manual_seed(13))
+    result = semantic_scale_metric(embeddings, [0, 0, 1], predictions=[0, 0, 1])
+    assert result["num_measured"] == 1 and result["normalized_scales"] == [1.0, None]
+    for key in ("scale_imbalance_ratio", "scale_cv", "scale_kl_uniform", "pearson_scale_accuracy"):
+        assert math.isnan(result[key]), key
+    module_result = metric.compute(embeddings=embeddings, references=[0, 0, 1])
+    assert math.isnan(module_result["scale_imbalance_ratio"]) and math.isnan(module_result["scale_cv"])

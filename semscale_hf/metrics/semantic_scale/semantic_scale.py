@@ -45,8 +45,9 @@ _KWARGS_DESCRIPTION = """
 Args:
     embeddings (`list` of `list` of `float`, or a 2-D array/tensor): one feature vector per example, all of the same
         length, e.g. the input of the classification head.
-    references (`list` of `int`): the class id of each example, in `[0, num_classes)`; -100 is ignored. `labels=` is
-        accepted as an alias. (Inside `evaluate.combine([...])` pass `references=` and `embeddings=` to `add_batch`.)
+    references (`list` of `int`): the class id of each example, in `[0, num_classes)`; -100 is ignored (its
+        prediction too). `labels=` is accepted as an alias. (Inside `evaluate.combine([...])` pass `references=` and
+        `embeddings=` to `add_batch`.)
     predictions (`list` of `int`, *optional*): the predicted class id of each example; adds per-class accuracy and its
         correlation with the scales. Pass it for every batch or for none.
     num_classes (`int`, *optional*): number of classes; defaults to the largest label or prediction plus one.
@@ -62,7 +63,8 @@ Returns:
     normalized_scales (`list` of `float` or `None`): scale over the largest measured scale, in `[0, 1]`.
     class_counts (`list` of `int`): examples per class.
     num_measured (`int`): number of measured classes.
-    scale_imbalance_ratio (`float`): largest over smallest measured scale, at least 1; 1 means balanced.
+    scale_imbalance_ratio (`float`): largest over smallest measured scale, at least 1; 1 means balanced. NaN with
+        fewer than two measured classes, as are the next two.
     scale_cv (`float`): coefficient of variation of the measured scales, at least 0; 0 means balanced.
     scale_kl_uniform (`float`): KL divergence (nats) of `S_c / sum_k S_k` from uniform, at least 0.
     accuracy (`float`): overall accuracy (only with `predictions`).
@@ -134,10 +136,14 @@ class SemanticScale(evaluate.Metric):
         """Adds one example: `embeddings` (one vector), `reference` (one id; or `labels`) and optional `prediction`."""
         if prediction is not None:
             kwargs.setdefault("predictions", prediction)
-        reference = _references(reference, kwargs.pop("labels", None))
+        # evaluate's own add takes references= (plural) too: an alias of reference=, as predictions= is
+        references = kwargs.pop("references", None)
+        if references is not None and reference is not None:
+            raise ValueError("semantic_scale's add takes the class id as reference= or references=, not both")
+        reference = _references(reference if references is None else references, kwargs.pop("labels", None))
         one = {name: [value] for name, value in kwargs.items() if value is not None}
         if "embeddings" in one:
-            one["embeddings"] = _as_rows(one["embeddings"])
+            one["embeddings"] = _as_rows(one["embeddings"][0])
         batch = _prepare_batch(references=None if reference is None else [reference], **one)
         return super().add(**{name: values[0] for name, values in batch.items()})
 
@@ -213,21 +219,29 @@ def _prepare_batch(*, embeddings=None, references=None, predictions=None, **unex
 def _as_rows(vector):
     """One embedding as a (1, dim) batch."""
     if isinstance(vector, torch.Tensor):
-        vector = vector.detach().cpu().float().numpy()
+        vector = _to_numpy(vector)
     return np.asarray(vector, dtype=_DTYPE).reshape(1, -1)
 
 
+def _to_numpy(tensor):
+    tensor = tensor.detach().cpu()
+    if tensor.is_floating_point() and tensor.dtype != torch.float32:
+        tensor = tensor.float()  # numpy has no bfloat16
+    return tensor.numpy()
+
+
 def _as_matrix(embeddings):
+    if isinstance(embeddings, np.ndarray) and embeddings.dtype == object:
+        embeddings = list(embeddings)  # e.g. df["emb"].to_numpy(), one array per row
     if isinstance(embeddings, torch.Tensor):
-        embeddings = embeddings.detach().cpu()
-        if embeddings.is_floating_point() and embeddings.dtype != torch.float32:
-            embeddings = embeddings.float()  # numpy has no bfloat16
-        embeddings = embeddings.numpy()
+        embeddings = _to_numpy(embeddings)
+    elif isinstance(embeddings, (list, tuple)):
+        embeddings = [_to_numpy(row) if isinstance(row, torch.Tensor) else row for row in embeddings]
     try:
         matrix = np.asarray(embeddings, dtype=_DTYPE)
     except ValueError:
         rows = list(embeddings)
-        lengths = sorted({len(row) for row in rows})
+        lengths = sorted({len(row) if hasattr(row, "__len__") else 1 for row in rows})
         raise ValueError(
             f"embeddings must all have the same length and hold numbers, got rows of lengths {lengths}"
         ) from None
@@ -259,8 +273,8 @@ def _class_ids(values, name, num_rows):
 
 
 def _class_id(value, name):
-    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 0:
-        value = value.item()
+    if (isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 0) or isinstance(value, np.generic):
+        value = value.item()  # np.False_ reads as False in the message
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         shown = "NaN" if isinstance(value, float) and math.isnan(value) else repr(value)
         raise TypeError(
