@@ -200,8 +200,12 @@ def classification_metrics(
     return metrics
 
 
-def macro_f1(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
+def macro_f1(
+    predicted: torch.Tensor, labels: torch.Tensor, num_classes: int, *, ignore_index: int = IGNORE_INDEX
+) -> float:
     """Mean over classes of the per-class F1 (classes with neither a label nor a prediction are left out).
+
+    Rows labelled `ignore_index` are skipped, predictions included, as in [`per_class_accuracy`].
 
     Example:
 
@@ -210,6 +214,8 @@ def macro_f1(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) ->
     0.7333333333333334
     """
     predicted, labels = torch.as_tensor(predicted).long().cpu(), torch.as_tensor(labels).long().cpu()
+    kept = labels != ignore_index
+    predicted, labels = predicted[kept], labels[kept]
     true_positive = torch.bincount(labels[predicted == labels], minlength=num_classes).double()
     support = torch.bincount(labels, minlength=num_classes).double()
     claimed = torch.bincount(predicted, minlength=num_classes).double()

@@ -74,15 +74,16 @@ def marginal_effect(
     Args:
         features (`torch.Tensor` of shape `(m, d)`): the features of one class.
         sizes (`list[int]`, *optional*):
-            Subset sizes in `[2, m]`; by default about 12 sizes spaced geometrically from 2 to `m`.
+            Subset sizes in `[2, m]`, at least two distinct ones; by default about 12 sizes spaced geometrically
+            from 2 to `m`.
         repeats (`int`, *optional*, defaults to 5): random subsets per size.
         seed (`int`, *optional*, defaults to 0): seed of the subset draws.
         alpha, center, normalize: as in [`semantic_scale`].
     """
     check_features(features)
     total = features.shape[0]
-    if total < 2:
-        raise ValueError(f"marginal_effect needs at least 2 features, got {total}")
+    if total < 3:  # the curve is fitted to at least two sizes, 2 and 3
+        raise ValueError(f"marginal_effect needs at least 3 features (two subset sizes to fit the curve), got {total}")
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     if sizes is None:
@@ -92,6 +93,8 @@ def marginal_effect(
         sizes = sorted(set(int(s) for s in sizes))
         if not sizes or sizes[0] < 2 or sizes[-1] > total:
             raise ValueError(f"sizes must lie in [2, {total}], got {sizes}")
+        if len(sizes) < 2:
+            raise ValueError(f"sizes must hold at least two distinct sizes to fit the curve, got {sizes}")
     generator = torch.Generator().manual_seed(seed)
     means, stds = [], []
     for size in sizes:
@@ -124,6 +127,11 @@ def fit_saturating_curve(sizes: list[int] | torch.Tensor, values: torch.Tensor) 
     y = torch.as_tensor(values, dtype=torch.float64)
     if x.shape != y.shape or x.numel() < 2:
         raise ValueError("need at least two (size, value) pairs of equal length to fit the curve")
+    if not bool(torch.isfinite(x).all()) or bool((x < 0).any()):
+        raise ValueError(f"sizes must be non-negative numbers of samples, got {x.tolist()}")
+    positive = x[x > 0]
+    if positive.numel() == 0:
+        raise ValueError(f"need a positive size to fit the curve, got sizes {x.tolist()}")
 
     def solve(log_tau: float) -> tuple[float, float]:
         basis = -torch.expm1(-x / math.exp(log_tau))
@@ -131,7 +139,8 @@ def fit_saturating_curve(sizes: list[int] | torch.Tensor, values: torch.Tensor) 
         residual = float(((y - asymptote * basis) ** 2).sum())
         return residual, asymptote
 
-    low, high = math.log(float(x.min()) / 10.0), math.log(float(x.max()) * 1000.0)
+    # size 0 (scale 0) is a valid point, but the tau grid starts from the smallest positive size
+    low, high = math.log(float(positive.min()) / 10.0), math.log(float(x.max()) * 1000.0)
     grid = torch.linspace(low, high, 200).tolist()
     best = min(range(len(grid)), key=lambda i: solve(grid[i])[0])
     a, b = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import torch
 
-from ..core._validation import check_features, check_labels
+from ..core._validation import IGNORE_INDEX, check_features, check_labels
 from ..core.scales import class_semantic_scales
 from ..core.weights import scales_to_weights
 from ._format import finite_or_none, format_number, json_safe, none_to_nan
@@ -123,7 +123,8 @@ class SemanticScaleReport:
             train_counts (`torch.Tensor` or `Sequence[int]` of length `num_classes`, *optional*):
                 Training samples per class; adds the many/medium/few groups and the count correlations.
             num_classes (`int`, *optional*):
-                Defaults to the length of `train_counts` or `class_names`, or the largest label plus one if larger.
+                Defaults to the largest of: the length of `train_counts` or `class_names`, the largest label plus
+                one, and the number of columns of logits given as `predictions`.
             class_names (`Sequence[str]`, *optional*):
                 Display names; defaults to the class ids.
             alpha, center, normalize, min_count:
@@ -150,14 +151,21 @@ class SemanticScaleReport:
         """
         check_features(features)
         labels = torch.as_tensor(labels)
+        if predictions is not None:
+            predictions = torch.as_tensor(predictions)
+        labelled = labels[labels != IGNORE_INDEX]
         if num_classes is None:
             # the largest candidate, so that a too-short train_counts or class_names gets its own error below
-            candidates = [int(labels.max()) + 1 if labels.numel() else 1]
+            candidates = [max(int(labelled.max()) + 1, 1) if labelled.numel() else 1]
             candidates += [len(v) for v in (train_counts, class_names) if v is not None]
+            if predictions is not None and predictions.ndim == 2:
+                candidates.append(predictions.shape[1])  # logits: one column per class, predicted or not
             num_classes = max(candidates)
         labels = check_labels(labels, features.shape[0], num_classes).cpu()
         if features.shape[0] == 0:
             raise ValueError("got no features: the report needs at least one example")
+        if labelled.numel() == 0:
+            raise ValueError("every label is -100 (ignored): the report needs labelled examples")
         if class_names is None:
             class_names = [str(c) for c in range(num_classes)]
         elif len(class_names) != num_classes:
@@ -387,8 +395,8 @@ def _choose_marginal_classes(choice: Sequence[int] | str | None, rows: list[Clas
     for c in chosen:
         if not 0 <= c < len(rows):
             raise ValueError(f"marginal class {c} is outside [0, {len(rows)})")
-        if rows[c].count < 2:
-            raise ValueError(f"class {c} has {rows[c].count} examples; a marginal-effect curve needs at least 2")
+        if rows[c].count < 3:
+            raise ValueError(f"class {c} has {rows[c].count} examples; a marginal-effect curve needs at least 3")
     return list(dict.fromkeys(chosen))
 
 

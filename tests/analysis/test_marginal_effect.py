@@ -34,5 +34,20 @@ def test_marginal_effect_is_seeded_and_validates():
     assert torch.equal(a.mean, b.mean)
     with pytest.raises(ValueError, match=r"sizes must lie in \[2, 50\]"):
         marginal_effect(features, sizes=[1, 10])
-    with pytest.raises(ValueError, match="at least 2"):
+    with pytest.raises(ValueError, match="at least 3"):
         marginal_effect(features[:1])
+
+
+def test_marginal_effect_needs_two_sizes_and_the_fit_takes_size_zero():
+    features = torch.randn(3, 4, generator=torch.Generator().manual_seed(2))
+    with pytest.raises(ValueError, match="at least 3 features"):
+        marginal_effect(features[:2])
+    assert marginal_effect(features).sizes == [2, 3]
+    with pytest.raises(ValueError, match="at least two distinct sizes"):
+        marginal_effect(features, sizes=[3, 3])
+    fit = fit_saturating_curve([0, 10, 20, 40], [0, 1.0, 1.5, 1.8])
+    assert fit.r_squared > 0.95 and 1.8 < fit.asymptote < 2.5
+    with pytest.raises(ValueError, match="sizes must be non-negative"):
+        fit_saturating_curve([-1, 10, 20], [0, 1.0, 1.5])
+    with pytest.raises(ValueError, match="a positive size"):
+        fit_saturating_curve([0, 0], [0, 1.0])

@@ -9,7 +9,7 @@ import pytest
 import torch
 from _helpers.reference import reference_class_scales, reference_weights
 
-from semscale_hf.analysis.evaluation import many_medium_few_accuracy, per_class_accuracy, shot_groups
+from semscale_hf.analysis.evaluation import macro_f1, many_medium_few_accuracy, per_class_accuracy, shot_groups
 from semscale_hf.analysis.extraction import ExtractedFeatures, extract_features, load_features, save_features
 from semscale_hf.analysis.report import SemanticScaleReport
 from semscale_hf.commands.analyze import analyze_main
@@ -42,6 +42,12 @@ def test_per_class_accuracy_takes_logits_and_rejects_float_ids():
         per_class_accuracy(logits, torch.tensor([0, 0, 1]), 3)
     with pytest.raises(ValueError, match="outside"):
         per_class_accuracy(torch.tensor([0, 1]), torch.tensor([0, 2]), 2)
+
+
+def test_macro_f1_skips_ignored_labels():
+    predicted, labels = torch.tensor([0, 1, 1, 0, 1]), torch.tensor([0, 1, -100, 0, -100])
+    kept = labels != -100
+    assert macro_f1(predicted, labels, 2) == macro_f1(predicted[kept], labels[kept], 2) == 1.0
 
 
 def test_shot_groups_canonical_boundaries():
@@ -170,6 +176,18 @@ def test_report_rejects_bad_input():
         SemanticScaleReport.from_features(features, labels.double())
     with pytest.raises(ValueError, match="NaN"):
         SemanticScaleReport.from_features(features.fill_(float("nan")), labels)
+
+
+def test_report_with_every_label_ignored_or_with_logits():
+    generator = torch.Generator().manual_seed(5)
+    features = torch.randn(30, 4, generator=generator)
+    with pytest.raises(ValueError, match=r"every label is -100 \(ignored\)"):
+        SemanticScaleReport.from_features(features, torch.full((30,), -100))
+    labels, logits = torch.arange(30) % 3, torch.randn(30, 4, generator=generator)
+    report = SemanticScaleReport.from_features(features, labels, predictions=logits, marginal_classes=None)
+    assert report.settings["num_classes"] == 4  # from the logits' width: class 3 is predicted, never labelled
+    assert report.classes[3].count == 0 and report.classes[3].scale is None and report.classes[3].accuracy is None
+    assert report.summary["accuracy"] == pytest.approx(float((logits.argmax(-1) == labels).double().mean()))
 
 
 def test_save_writes_markdown_json_and_readable_pngs(report, tmp_path):
