@@ -226,6 +226,7 @@ class SemScaleCallback(TrainerCallback):
 
     def _start_measuring(self, model: torch.nn.Module) -> None:
         num_labels = classification_num_labels(model, "SemScaleCallback")  # also a model built by model_init
+        self._stop_measuring()  # hooks of a train() that raised (on_train_end never ran): this run hooks its model
         built = self.balancer is None
         if not built:
             self.balancer.reset()  # a later train() measures its own run, on the schedule of its own steps
@@ -244,19 +245,16 @@ class SemScaleCallback(TrainerCallback):
             if is_token_classifier(model):  # token counts run into the millions: keep the pool bounded
                 options.setdefault("pool_max_per_class", TOKEN_POOL_MAX_PER_CLASS)
             self.balancer = SemScaleBalancer(counts, weighting="none", **options)
-        if self._capture is None:
-            self._capture = FeatureCapture(
-                model, num_labels, self.feature_module, per_token=is_token_classifier(model)
-            )
-            self._multi_label = is_multi_label(model)
-            # The head hook sees features but not labels: read the labels from the model call's keyword arguments,
-            # or else from the batch handed to training_step (a compute_loss may pop them), and pair both once the
-            # forward pass has finished.
-            self._hooks = [
-                model.register_forward_pre_hook(self._read_labels, with_kwargs=True),
-                model.register_forward_hook(self._record_batch),
-            ]
-            self._wrap_training_step()
+        self._capture = FeatureCapture(model, num_labels, self.feature_module, per_token=is_token_classifier(model))
+        self._multi_label = is_multi_label(model)
+        # The head hook sees features but not labels: read the labels from the model call's keyword arguments, or
+        # else from the batch handed to training_step (a compute_loss may pop them), and pair both once the forward
+        # pass has finished.
+        self._hooks = [
+            model.register_forward_pre_hook(self._read_labels, with_kwargs=True),
+            model.register_forward_hook(self._record_batch),
+        ]
+        self._wrap_training_step()
         if built:  # as SemScaleTrainer logs when it builds its balancer
             trainer = self.trainer
             logger.log(

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 from _helpers.trainer_utils import TRAINER_DEFAULTS, digits_dataset, tiny_vit
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from semscale_hf import SemScaleCallback, class_semantic_scales
 
@@ -147,3 +147,28 @@ def test_a_resumed_run_warms_its_pool_up_again_in_measure_only_mode(tmp_path):
     refreshes = [entry for entry in resumed.state.log_history if "semscale/stage" in entry and entry["step"] > 10]
     assert [entry["step"] for entry in refreshes] == [14]
     assert refreshes[0]["semscale/pool_features"] == 4 * TRAINER_DEFAULTS["per_device_train_batch_size"]
+
+
+def test_a_run_that_raised_leaves_no_hooks_behind_for_the_next_train(tmp_path):
+    # on_train_end does not run when train() raises: the next train() (model_init: a new model) found the old
+    # hooks in place, hooked nothing, and measured an empty pool
+    class Fail(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                raise RuntimeError("stopped")
+
+    args = TrainingArguments(output_dir=str(tmp_path), **{**TRAINER_DEFAULTS, "max_steps": 6})
+    trainer = Trainer(model_init=lambda: tiny_vit(), args=args, train_dataset=digits_dataset())
+    SemScaleCallback.attach(trainer, warmup_steps=3, refresh_steps=100)
+    fail = Fail()
+    trainer.add_callback(fail)
+    with pytest.raises(RuntimeError, match="stopped"):
+        trainer.train()
+    first = trainer.model
+    trainer.remove_callback(fail)
+    trainer.train()
+    assert trainer.model is not first
+    assert not first._forward_hooks and not first._forward_pre_hooks
+    refresh = next(entry for entry in trainer.state.log_history if "semscale/pool_features" in entry)
+    batch = TRAINER_DEFAULTS["per_device_train_batch_size"]
+    assert refresh["step"] == 3 and refresh["semscale/pool_features"] == 3 * batch
