@@ -123,7 +123,8 @@ def find_classifier_head(model: nn.Module, num_labels: int) -> tuple[str, nn.Lin
     if not hits:
         raise ValueError(
             f"no nn.Linear with out_features={num_labels} (num_labels) in {type(model).__name__}; "
-            f"{_describe_linears(model)}. Check num_labels, or pass feature_module with the head's name."
+            f"{_describe_linears(model)}. Check num_labels, or pass the head's name as feature_module "
+            "(semscale_feature_module of SemScaleTrainingArguments)."
         )
     return hits[-1]
 

@@ -71,13 +71,13 @@ def class_accuracy(class_id: int) -> str:
     return f"acc_class_{class_id}"
 
 
-_PER_CLASS = "at most `semscale_log_per_class_max` classes"
+_PER_CLASS = "only with at most `semscale_log_per_class_max` classes"
 _ENTITY = "evaluation, token classification with IOB tag names, when `seqeval` is installed"
 LOGGED_METRICS: list[tuple[str, str, str]] = [
-    (STAGE, "every refresh", "0 during warm-up, 1 once balanced"),
+    (STAGE, "every refresh", "1 (balanced): the first refresh ends the warm-up, and only refreshes log it"),
     (REFRESHES, "every refresh", "number of measurements so far"),
     (WEIGHT_MIN, "every refresh", "smallest class weight"),
-    (WEIGHT_MEAN, "every refresh", "mean class weight (1 over the measured classes)"),
+    (WEIGHT_MEAN, "every refresh", "mean class weight over all classes (1 when every class is measured)"),
     (WEIGHT_MAX, "every refresh", "largest class weight"),
     (CLASSES_MEASURED, "every refresh", "classes with at least `semscale_min_count` pooled features"),
     (POOL_FEATURES, "every refresh", "features in the pool"),
