@@ -98,7 +98,7 @@ def find_classifier_head(model: nn.Module, num_labels: int) -> tuple[str, nn.Lin
     This covers the `classifier` of ViT, DeiT, Swin, ConvNeXt, BEiT, BERT, ..., the `classifier.1` of ResNet, RegNet
     and BiT (an `nn.Sequential(Flatten, Linear)`), and the `fc`/`head`/`score` of others. When `num_labels` equals a
     hidden size, an inner layer can match too; the head, applied last, is registered last. Models with two heads
-    (DeiT with teacher, LeViT, SwiftFormer) need an explicit `feature_module`.
+    (DeiT with teacher, LeViT, SwiftFormer) need an explicit `feature_module`: they raise a `ValueError` naming both.
 
     Args:
         model (`nn.Module`):
@@ -110,7 +110,8 @@ def find_classifier_head(model: nn.Module, num_labels: int) -> tuple[str, nn.Lin
         `tuple[str, nn.Linear]`: the module's qualified name (as in `model.named_modules()`) and the module.
 
     Raises:
-        `ValueError`: if no `nn.Linear` has `out_features == num_labels`; the message lists the linear layers found.
+        `ValueError`: if no `nn.Linear` has `out_features == num_labels` (the message lists the linear layers
+            found), or a transformers model has two heads beside its backbone.
 
     Example:
 
@@ -126,7 +127,34 @@ def find_classifier_head(model: nn.Module, num_labels: int) -> tuple[str, nn.Lin
             f"{_describe_linears(model)}. Check num_labels, or pass the head's name as feature_module "
             "(semscale_feature_module of SemScaleTrainingArguments)."
         )
+    heads = _heads_beside_the_backbone(model, hits)
+    if len(heads) > 1:  # DeiT with teacher, LeViT, SwiftFormer: which one is measured is the user's choice
+        raise ValueError(
+            f"{type(model).__name__} has {'two' if len(heads) == 2 else len(heads)} classification heads "
+            f"({', '.join(repr(name) for name in heads)}): pass the one to measure as feature_module "
+            "(semscale_feature_module of SemScaleTrainingArguments)"
+        )
     return hits[-1]
+
+
+def _heads_beside_the_backbone(model: nn.Module, hits: list[tuple[str, nn.Linear]]) -> list[str]:
+    """The matching layers of a transformers model outside its backbone that read features of the last one's width.
+
+    One per top-level module. Layers inside the backbone (`base_model_prefix`) can match when `num_labels` equals a
+    hidden size, and a projection before the head (Wav2Vec2's `projector`) when it has `num_labels` outputs; neither
+    is a second head. Models without a backbone attribute (hand-written, or wrapped by PEFT) are not checked.
+    """
+    children = dict(model.named_children())
+    backbone = getattr(model, "base_model_prefix", None)
+    if not backbone or backbone not in children:
+        return []
+    width = hits[-1][1].in_features
+    outside = {
+        name.split(".", 1)[0]: name
+        for name, module in hits
+        if name.split(".", 1)[0] != backbone and module.in_features == width
+    }
+    return list(outside.values())
 
 
 def _resolve_named_head(model: nn.Module, feature_module: str, num_labels: int) -> tuple[str, nn.Linear]:

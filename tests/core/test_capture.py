@@ -10,6 +10,7 @@ from transformers import (
     AutoModelForSequenceClassification,
     DeiTConfig,
     DeiTForImageClassification,
+    DeiTForImageClassificationWithTeacher,
     ViTConfig,
 )
 
@@ -202,3 +203,21 @@ def test_errors_are_clear():
     with pytest.raises(ValueError, match="num_labels must be a positive integer"):
         FeatureCapture(model, 0)
     assert all(not module._forward_pre_hooks for module in model.modules())  # failures register nothing
+
+
+def test_a_model_with_two_heads_asks_which_one():
+    # DeiT with teacher, LeViT and SwiftFormer classify with two heads: the detection took the last one (the
+    # distillation head) without a word
+    model = DeiTForImageClassificationWithTeacher(DeiTConfig(**_VIT_SIZES, num_labels=NUM_LABELS))
+    with pytest.raises(ValueError, match=r"two classification heads .*'cls_classifier', 'distillation_classifier'"):
+        FeatureCapture(model, NUM_LABELS)
+    with FeatureCapture(model, NUM_LABELS, feature_module="cls_classifier") as capture:
+        assert capture.module_name == "cls_classifier"
+    # an inner layer of the backbone that matches (num_labels equal to the hidden size) is no second head
+    wide = AutoModelForImageClassification.from_config(ViTConfig(**_VIT_SIZES, num_labels=32))
+    assert find_classifier_head(wide, 32)[0] == "classifier"
+    # nor is a projection before the head that happens to have num_labels outputs (Wav2Vec2's projector)
+    projected = nn.Module()
+    projected.base_model_prefix = "backbone"
+    projected.backbone, projected.projector, projected.classifier = nn.Linear(8, 8), nn.Linear(8, 4), nn.Linear(4, 4)
+    assert find_classifier_head(projected, 4)[0] == "classifier"
