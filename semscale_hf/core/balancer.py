@@ -21,9 +21,10 @@ import torch
 from safetensors.torch import save_file
 
 from . import metric_keys as keys
+from ._validation import check_int, parse_alpha
 from .pool import FeaturePool
 from .scales import class_semantic_scales
-from .weights import WEIGHTINGS, blend_weights, class_weights_by
+from .weights import WEIGHTINGS, blend_weights, check_bounds, check_power, class_weights_by
 
 
 __all__ = ["POOL_FILE", "STAGES", "STATE_FILE", "TOKEN_POOL_MAX_PER_CLASS", "SemScaleBalancer"]
@@ -80,6 +81,15 @@ class SemScaleBalancer:
             )
         if weighting not in WEIGHTINGS:
             raise ValueError(f"unknown weighting {weighting!r}; pass one of {sorted(WEIGHTINGS)}")
+        # the settings fail here, not at the first refresh after the whole warm-up
+        check_power(power)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        check_bounds(weight_min, weight_max)
+        if alpha != "dim":
+            parse_alpha(alpha)
+        check_int("min_count", min_count, minimum=1)
+        check_int("pool_max_per_class", pool_max_per_class, minimum=1, optional=True)
         self.class_counts = counts
         self.weighting = weighting
         self.power, self.momentum = power, momentum
@@ -111,7 +121,8 @@ class SemScaleBalancer:
         # a refresh waits until the pool holds this many features (after a resume whose pool file was missing)
         self.min_pool_features = 0
         self.pool_restored = False  # set by `load`: True when the saved pool (possibly empty) is in place
-        self.pool_not_restored_because: str | None = None  # set by `load`: "missing" or "class counts changed"
+        # set by `load`: "missing", "class counts changed" or "pool capacities changed"
+        self.pool_not_restored_because: str | None = None
         self.restart_warmup = False  # set when a resume found no state: warm-up starts again at the resume step
 
     @property
@@ -181,7 +192,14 @@ class SemScaleBalancer:
             w_max=self.weight_max,
         )
         previous = self.class_weights if self.num_refreshes > 0 else None
-        self.class_weights = blend_weights(new, previous, self.momentum)
+        # the classes whose new weight the rule derived (the others take the largest): what momentum averages
+        if self.weighting == "semantic_scale":
+            measured = torch.isfinite(self.semantic_scales)
+        else:
+            measured = self.class_counts > 0
+        self.class_weights = blend_weights(
+            new, previous, self.momentum, measured=measured, w_min=self.weight_min, w_max=self.weight_max
+        )
         if self.num_refreshes == 0:
             self.first_measurement_features = int(self.pool.counts.sum())
         self.stage = "balanced"
@@ -283,11 +301,21 @@ class SemScaleBalancer:
             device = "cpu" if pool.device.type == "cpu" else str(pool.device)
             pool_state = _read_safetensors(pool_path, device=device)[0]
             _check_pool(pool_path, pool_state, feature_dim)
-            try:
-                pool.load_state_dict(pool_state)
-            except ValueError as error:
-                raise ValueError(f"{pool_path}: {error}") from None
-            _check_pool_counts(path, pool_path, saved_counts, pool.counts)
+            saved_capacities = pool_state.get("capacities")
+            if (
+                isinstance(saved_capacities, torch.Tensor)
+                and saved_capacities.shape == pool.capacities.shape
+                and not torch.equal(saved_capacities.cpu().long(), pool.capacities.cpu())
+            ):
+                # same classes and counts, another cap (pool_max_per_class): a pool that cannot be restored as it
+                # was, not a damaged file
+                reason = "pool capacities changed"
+            else:
+                try:
+                    pool.load_state_dict(pool_state)
+                except ValueError as error:
+                    raise ValueError(f"{pool_path}: {error}") from None
+                _check_pool_counts(path, pool_path, saved_counts, pool.counts)
         elif not saved_empty:
             reason = "missing"
         # every check has passed: everything is set at once
@@ -302,6 +330,13 @@ class SemScaleBalancer:
         # would otherwise wait for ever
         waits = reason is not None and self.num_refreshes > 0
         self.min_pool_features = min(self.first_measurement_features, int(pool.capacities.sum())) if waits else 0
+        if reason == "pool capacities changed":
+            logger.warning(
+                f"{pool_path}: the saved pool's capacities per class ({saved_capacities.tolist()}) differ from this "
+                f"balancer's ({pool.capacities.tolist()}: pool_max_per_class changed?), so the saved pool is not "
+                "restored: the pool starts empty, and the checkpoint's class weights stay in force until the next "
+                "refresh"
+            )
         if not state["same_counts"]:
             logger.warning(
                 f"{path}: the class counts of the checkpoint ({tensors['class_counts'].tolist()}) differ from this "

@@ -66,7 +66,7 @@ def scales_to_weights(
     [1.7143, 0.8571, 0.4286, 1.7143]
     """
     scales = _as_float64_vector(scales, "scales")
-    _check_power(power)
+    check_power(power)
     if bool(torch.isinf(scales).any()):  # an infinite volume is no measurement: never read it as "unmeasured"
         raise ValueError(
             f"scales must be finite (NaN marks an unmeasured class), got inf at classes "
@@ -122,7 +122,7 @@ def inverse_frequency_weights(
 ) -> torch.Tensor:
     """Weights `w ~ n_c^(-power)` (conventions of [`scales_to_weights`]); count-0 classes get the largest weight."""
     counts = _check_counts(counts)
-    _check_power(power)
+    check_power(power)
     measured = counts > 0
     raw = torch.ones_like(counts)
     log_raw = -power * torch.log(counts[measured])
@@ -131,8 +131,21 @@ def inverse_frequency_weights(
     return _normalise(raw, measured, w_min, w_max)
 
 
-def blend_weights(new: torch.Tensor, old: torch.Tensor | None, momentum: float) -> torch.Tensor:
-    """Smooths weights across refreshes: `(1 - momentum) * new + momentum * old`, renormalised to mean 1."""
+def blend_weights(
+    new: torch.Tensor,
+    old: torch.Tensor | None,
+    momentum: float,
+    *,
+    measured: torch.Tensor | None = None,
+    w_min: float | None = None,
+    w_max: float | None = None,
+) -> torch.Tensor:
+    """Smooths weights across refreshes: `(1 - momentum) * new + momentum * old`, with the conventions of the rules.
+
+    The blend is renormalised to mean 1 over the `measured` classes (default: all) within `[w_min, w_max]`, and the
+    unmeasured classes take the largest measured weight, as in [`scales_to_weights`]: blending weights with
+    themselves returns them unchanged.
+    """
     if not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
     new = _as_float64_vector(new, "new")
@@ -141,8 +154,11 @@ def blend_weights(new: torch.Tensor, old: torch.Tensor | None, momentum: float) 
     old = _as_float64_vector(old, "old").to(new.device)
     if old.shape != new.shape:
         raise ValueError(f"old weights have shape {tuple(old.shape)}, new ones {tuple(new.shape)}")
-    blended = (1.0 - momentum) * new + momentum * old
-    return blended / blended.mean()
+    if measured is None:
+        measured = torch.ones_like(new, dtype=torch.bool)
+    elif measured.shape != new.shape:
+        raise ValueError(f"measured has shape {tuple(measured.shape)}, the weights {tuple(new.shape)}")
+    return _normalise((1.0 - momentum) * new + momentum * old, measured.to(new.device), w_min, w_max)
 
 
 def _from_scales(scales, counts, *, power, beta, w_min, w_max) -> torch.Tensor:
@@ -206,15 +222,14 @@ def _normalise(raw: torch.Tensor, measured: torch.Tensor, w_min: float | None, w
     With bounds, the result is `clamp(k * raw, w_min, w_max)` with the one `k` that gives mean 1 (the mean is monotone
     in `k`, so bisection on `log k` finds it to machine precision).
     """
-    low = 0.0 if w_min is None else float(w_min)
-    high = math.inf if w_max is None else float(w_max)
-    if not (0.0 <= low <= 1.0 <= high) or math.isnan(high):
-        raise ValueError(f"the weight bounds must satisfy 0 <= w_min <= 1 <= w_max, got w_min={w_min}, w_max={w_max}")
+    low, high = check_bounds(w_min, w_max)
     if not bool(measured.any()) or low == 1.0 or high == 1.0:
         return torch.ones_like(raw)
     weights = raw[measured] / raw[measured].mean()
     if low > 0.0 or high < math.inf:
-        log_weights = torch.log(weights)
+        # a weight that underflowed to 0 counts as the smallest positive float: log 0 = -inf would end the
+        # bisection at inf and make every weight NaN
+        log_weights = torch.log(weights.clamp_min(torch.finfo(torch.float64).tiny))
         log_low = math.log(torch.finfo(torch.float64).tiny) - float(log_weights.max())  # every weight below w_min
         log_high = 0.0 if high == math.inf else math.log(high) - float(log_weights.min())  # mean >= 1 from here
         for _ in range(200):
@@ -245,6 +260,15 @@ def _check_counts(counts: torch.Tensor) -> torch.Tensor:
     return counts
 
 
-def _check_power(power: float) -> None:
+def check_bounds(w_min: float | None, w_max: float | None) -> tuple[float, float]:
+    """The weight bounds as numbers (0 and inf when unset); they must satisfy `0 <= w_min <= 1 <= w_max`."""
+    low = 0.0 if w_min is None else float(w_min)
+    high = math.inf if w_max is None else float(w_max)
+    if not (0.0 <= low <= 1.0 <= high) or math.isnan(high):
+        raise ValueError(f"the weight bounds must satisfy 0 <= w_min <= 1 <= w_max, got w_min={w_min}, w_max={w_max}")
+    return low, high
+
+
+def check_power(power: float) -> None:
     if isinstance(power, bool) or not isinstance(power, (int, float)) or not math.isfinite(power):
         raise ValueError(f"power must be a finite number, got {power!r}")

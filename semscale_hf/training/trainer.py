@@ -418,6 +418,11 @@ class SemScaleTrainer(HubPushMixin, Trainer):
             return
         if reason == "missing":
             what = f"has {STATE_FILE} but no {POOL_FILE}"
+        elif reason == "pool capacities changed":
+            what = (
+                f"was saved with other pool capacities (semscale_pool_max_per_class), so its {POOL_FILE} is not "
+                "restored"
+            )
         else:
             what = f"was saved with other class counts, so its {POOL_FILE} is not restored"
         if balancer.num_refreshes == 0:  # the restored warm-up keeps its schedule

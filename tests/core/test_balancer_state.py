@@ -116,12 +116,59 @@ def _unchanged(balancer, features):
 
 def test_a_pool_that_does_not_fit_changes_nothing(tmp_path):
     _trained(tmp_path)
-    smaller = SemScaleBalancer(COUNTS, pool_max_per_class=3)  # other capacities than the saved pool's
-    smaller.record(torch.ones(2, 5), torch.tensor([0, 1]))
-    before = smaller.pool.features_and_labels()[0].clone()
-    with pytest.raises(ValueError, match=rf"{POOL_FILE}: state was saved by a pool with 3 classes and 12 slots"):
-        smaller.load(tmp_path)
-    _unchanged(smaller, before)
+    fresh = SemScaleBalancer(COUNTS)
+    fresh.record(torch.ones(2, 5), torch.tensor([0, 1]))
+    before = fresh.pool.features_and_labels()[0].clone()
+    pool = load_file(str(tmp_path / POOL_FILE))
+    pool["num_seen"] = torch.tensor([1, 1])  # damaged: the pool's own checks refuse it
+    save_file(pool, str(tmp_path / POOL_FILE))
+    with pytest.raises(ValueError, match=rf"{POOL_FILE}: state\['num_seen'\] must be non-negative integers"):
+        fresh.load(tmp_path)
+    _unchanged(fresh, before)
+
+
+def test_a_pool_saved_under_another_cap_is_not_restored_but_the_weights_are(tmp_path, caplog):
+    # semscale_pool_max_per_class changed between runs: the resume failed with advice to "build the pool with the
+    # capacities it was saved with"; now the pool starts empty, as when the class counts changed
+    saved = _trained(tmp_path)
+    capped = SemScaleBalancer(COUNTS, pool_max_per_class=3)
+    with caplog.at_level(logging.WARNING, logger="semscale_hf.core.balancer"):
+        assert capped.load(tmp_path, feature_dim=5)
+    assert capped.pool_not_restored_because == "pool capacities changed" and int(capped.pool.counts.sum()) == 0
+    assert torch.equal(capped.class_weights, saved.class_weights) and capped.stage == "balanced"
+    assert capped.min_pool_features == 8  # 3 + 3 + 2 slots: the pool can never hold the first measurement's 12
+    assert "pool_max_per_class changed?" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "option, match",
+    [
+        ({"power": float("nan")}, "power must be a finite number"),
+        ({"momentum": 1.5}, r"momentum must be in \[0, 1\)"),
+        ({"weight_min": 3.0}, "w_min <= 1 <= w_max"),
+        ({"min_count": 0}, "min_count"),
+        ({"alpha": -1.0}, "alpha must be"),
+        ({"pool_max_per_class": 0}, "pool_max_per_class"),
+    ],
+)
+def test_bad_settings_fail_at_construction(option, match):
+    # they failed only at the first refresh, after the whole warm-up
+    with pytest.raises(ValueError, match=match):
+        SemScaleBalancer(COUNTS, **option)
+
+
+def test_momentum_on_the_same_pool_leaves_the_weights_as_they_are():
+    # blending renormalised over every class, the unmeasured one too: the second refresh shrank every weight and
+    # broke weight_min
+    balancer = SemScaleBalancer([10, 10, 10, 1], momentum=0.5, weight_min=0.5, weight_max=2.0)
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(31, 5, generator=generator) * torch.tensor([1.0, 2.0, 3.0, 1.0, 1.0])
+    balancer.record(features, torch.tensor([0] * 10 + [1] * 10 + [2] * 10 + [3]))
+    balancer.refresh(step=1)
+    first = balancer.class_weights.clone()
+    balancer.refresh(step=2)
+    torch.testing.assert_close(balancer.class_weights, first, rtol=1e-12, atol=0)
+    assert float(balancer.class_weights.min()) >= 0.5 and float(balancer.class_weights[:3].mean()) == pytest.approx(1)
 
 
 def _drop(path, key):

@@ -122,3 +122,31 @@ def test_weights_stay_positive_in_the_dtype_of_the_loss():
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         weights = balancer.loss_weights("cpu", dtype)
         assert weights.dtype == dtype and bool((weights > 0).all()) and weights[0] == 2.0
+
+
+def test_blending_weights_with_themselves_changes_nothing_when_a_class_is_unmeasured():
+    # the renormalisation ran over every class, the unmeasured ones (largest weight) too: every blend shrank the
+    # weights, below w_min at times
+    scales = torch.tensor([1.0, 2.0, 4.0, math.nan])
+    measured = torch.isfinite(scales)
+    for bounds in ({}, {"w_min": 0.5, "w_max": 1.5}):
+        weights = scales_to_weights(scales, **bounds)
+        blended = blend_weights(weights, weights, 0.5, measured=measured, **bounds)
+        torch.testing.assert_close(blended, weights, rtol=1e-12, atol=0)
+    # blending two different vectors: mean 1 over the measured classes, inside the bounds, unmeasured at the top
+    old = scales_to_weights(torch.tensor([4.0, 2.0, 1.0, math.nan]), w_min=0.5, w_max=1.5)
+    new = scales_to_weights(scales, w_min=0.5, w_max=1.5)
+    blended = blend_weights(new, old, 0.5, measured=measured, w_min=0.5, w_max=1.5)
+    assert float(blended[:3].mean()) == pytest.approx(1.0) and float(blended[3]) == float(blended[:3].max())
+    assert 0.5 <= float(blended.min()) and float(blended.max()) <= 1.5
+
+
+def test_weights_that_underflow_stay_finite_under_an_upper_bound():
+    # a raw weight that underflowed to 0 made log 0 = -inf an end of the bisection: NaN weights reached the loss
+    for weights in (
+        scales_to_weights(torch.tensor([1.0, 2.0, 3.0]), power=2000, w_max=1.5),
+        scales_to_weights(torch.tensor([1.0, 2.0, 3.0]), power=1e6, w_max=2.0),
+        inverse_frequency_weights(torch.tensor([1.0, 10.0, 100.0]), power=1e6, w_max=2.0),
+    ):
+        assert bool(torch.isfinite(weights).all()) and bool((weights > 0).all()), weights
+        assert float(weights.mean()) == pytest.approx(1.0) and float(weights.max()) <= 2.0
