@@ -263,9 +263,12 @@ class SemScaleBalancer:
         os.makedirs(directory, exist_ok=True)
         tensors, metadata = self.state_dict()
         save_file(tensors, os.path.join(directory, STATE_FILE), metadata=metadata)
+        pool_path = os.path.join(directory, POOL_FILE)
         if include_pool and self.pool.dim is not None:
             pool_state = {k: v.cpu().contiguous() for k, v in self.pool.state_dict().items()}
-            save_file(pool_state, os.path.join(directory, POOL_FILE))
+            save_file(pool_state, pool_path)
+        elif os.path.isfile(pool_path):  # an older save's pool is no part of this state: `load` would read it
+            os.remove(pool_path)
 
     def load(self, directory: str | os.PathLike, *, feature_dim: int | None = None) -> bool:
         """Restores what `save` wrote, after checking every value; False when `directory` holds no semscale state.

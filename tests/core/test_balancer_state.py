@@ -226,3 +226,13 @@ def test_the_deferred_refresh_waits_for_no_more_than_the_pool_can_hold(tmp_path,
     assert loaded.min_pool_features == capacity
     loaded.record(torch.randn(16, 5), torch.tensor([0] * 8 + [1] * 6 + [2] * 2))
     assert int(loaded.pool.counts.sum()) == capacity and loaded.ready_to_refresh()
+
+
+def test_a_save_without_the_pool_removes_an_older_pool_file(tmp_path):
+    # the stale pool of an earlier save into the same folder failed the next load's pool_counts check
+    _trained(tmp_path)
+    fresh = SemScaleBalancer(COUNTS)
+    fresh.save(tmp_path, include_pool=False)
+    assert not (tmp_path / POOL_FILE).exists()
+    loaded = SemScaleBalancer(COUNTS)
+    assert loaded.load(tmp_path) and loaded.pool_not_restored_because is None
