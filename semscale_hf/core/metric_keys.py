@@ -87,6 +87,12 @@ LOGGED_METRICS: list[tuple[str, str, str]] = [
     (IMBALANCE_RATIO, "every refresh, once a class is measured", "largest over smallest scale"),
     (class_weight("<name>"), f"every refresh, {_PER_CLASS}", "weight of a class"),
     (class_scale("<name>"), f"every refresh, {_PER_CLASS}", "scale of a class (NaN: unmeasured)"),
+    (
+        EVAL_PREFIX + "loss",
+        "evaluation",
+        "the unweighted base loss (CE, focal or LDAM, as trained): comparable across refreshes, unlike the "
+        "weighted training `loss`",
+    ),
     (EVAL_PREFIX + ACCURACY, "evaluation", "accuracy over all examples"),
     (EVAL_PREFIX + BALANCED_ACCURACY, "evaluation", "mean per-class accuracy (classes with examples)"),
     (EVAL_PREFIX + group_accuracy("many"), "evaluation", "mean accuracy of classes of more than 100 training samples"),

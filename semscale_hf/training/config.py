@@ -165,8 +165,8 @@ class SemScaleTrainingArguments(TrainingArguments):
             raise ValueError(
                 f"semscale_pool_dtype must be one of {tuple(POOL_DTYPES)}, got {self.semscale_pool_dtype!r}"
             )
-        if not self.semscale_warmup_epochs >= 0:
-            raise ValueError(f"semscale_warmup_epochs must be >= 0, got {self.semscale_warmup_epochs}")
+        if not 0 <= self.semscale_warmup_epochs < math.inf:
+            raise ValueError(f"semscale_warmup_epochs must be finite and >= 0, got {self.semscale_warmup_epochs}")
         check_int("semscale_warmup_steps", self.semscale_warmup_steps, minimum=0, optional=True)
         check_int("semscale_refresh_steps", self.semscale_refresh_steps, minimum=1, optional=True)
         check_int("semscale_pool_max_per_class", self.semscale_pool_max_per_class, minimum=1, optional=True)
@@ -193,10 +193,18 @@ class SemScaleTrainingArguments(TrainingArguments):
             raise ValueError(
                 f"semscale_effective_number_beta must be in [0, 1), got {self.semscale_effective_number_beta}"
             )
-        if self.semscale_focal_gamma < 0:
-            raise ValueError(f"semscale_focal_gamma must be >= 0, got {self.semscale_focal_gamma}")
-        if self.semscale_ldam_max_margin < 0 or self.semscale_ldam_scale <= 0:
-            raise ValueError("semscale_ldam_max_margin must be >= 0 and semscale_ldam_scale > 0")
+        if not 0 <= self.semscale_focal_gamma < math.inf:
+            raise ValueError(f"semscale_focal_gamma must be finite and >= 0, got {self.semscale_focal_gamma}")
+        if not (0 <= self.semscale_ldam_max_margin < math.inf and 0 < self.semscale_ldam_scale < math.inf):
+            raise ValueError(
+                "semscale_ldam_max_margin must be finite and >= 0 and semscale_ldam_scale finite and > 0, got "
+                f"{self.semscale_ldam_max_margin} and {self.semscale_ldam_scale}"
+            )
+        if self.label_smoothing_factor > 0 and self.semscale_base_loss != "ce":
+            raise ValueError(
+                f"label_smoothing_factor={self.label_smoothing_factor} applies to the cross-entropy only: with "
+                f'semscale_base_loss="{self.semscale_base_loss}" it would be ignored; set it to 0, or use "ce"'
+            )
 
     @property
     def scale_alpha(self) -> float | str:

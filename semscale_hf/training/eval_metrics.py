@@ -37,6 +37,7 @@ class ClassMetrics:
         class_counts (`list[int]`): training samples per class (many/medium/few groups).
         per_class_max (`int`): per-class accuracies are reported for at most this many classes.
         batched (`bool`): `batch_eval_metrics=True`; then `user_metrics` must take `compute_result`.
+        concatenated (`bool`): `eval_do_concat_batches`; when False the default path gets one entry per batch.
         token_task (`bool`): predictions `(examples, tokens, C)` and labels `(examples, tokens)`.
         multi_label (`bool`): predictions are logits `(examples, C)`, labels multi-hot `(examples, C)`.
         label_names (`list[str]`, *optional*): tag names by id (`config.id2label`), for entity-level scores.
@@ -49,6 +50,7 @@ class ClassMetrics:
         per_class_max: int,
         *,
         batched: bool = False,
+        concatenated: bool = True,
         token_task: bool = False,
         multi_label: bool = False,
         label_names: list[str] | None = None,
@@ -62,12 +64,20 @@ class ClassMetrics:
         self.class_counts = class_counts
         self.per_class_max = per_class_max
         self.token_task, self.multi_label, self.label_names = token_task, multi_label, label_names
+        self.concatenated = concatenated
         self._batches: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._warned: set[str] = set()
 
     def __call__(self, prediction: EvalPrediction, compute_result: bool | None = None) -> dict[str, float]:
         if compute_result is None:  # the default path: every prediction at once
-            metrics = self._built_in(self._predicted(prediction.predictions), prediction.label_ids)
+            if self.concatenated:
+                metrics = self._built_in(self._predicted(prediction.predictions), prediction.label_ids)
+            else:  # eval_do_concat_batches=False: one entry per batch
+                batches = [
+                    (self._predicted(p), torch.as_tensor(y))
+                    for p, y in zip(prediction.predictions, prediction.label_ids, strict=True)
+                ]
+                metrics = self._built_in(*self._joined(batches))
             return self._merge(metrics, self.user_metrics(prediction) if self.user_metrics else {})
         # batch_eval_metrics: keep the predicted ids on their device (no read-back per batch), compute at the end
         predicted = self._predicted(prediction.predictions)
@@ -76,13 +86,17 @@ class ClassMetrics:
         if not compute_result:
             return user
         batches, self._batches = self._batches, []
+        return self._merge(self._built_in(*self._joined(batches)), user or {})
+
+    def _joined(self, batches: list[tuple[Any, torch.Tensor]]) -> tuple[Any, Any]:
+        """Predictions and labels of several batches as one evaluation: rows of sentences, or concatenated."""
         if self.token_task:  # sentences keep their rows: entity scores need them
-            predicted = [row for p, _ in batches for row in p.cpu()]
+            predicted = [row for p, _ in batches for row in torch.as_tensor(p).cpu()]
             labels = [row for _, y in batches for row in y.cpu()]
         else:
             predicted = torch.cat([torch.as_tensor(p).cpu() for p, _ in batches])  # (examples,) or (examples, C)
             labels = torch.cat([y.cpu() for _, y in batches])
-        return self._merge(self._built_in(predicted, labels), user or {})
+        return predicted, labels
 
     def _predicted(self, predictions: Any) -> Any:
         if not self.multi_label:

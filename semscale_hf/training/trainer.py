@@ -91,6 +91,12 @@ class SemScaleTrainer(HubPushMixin, Trainer):
         super().__init__(model, args, *trainer_args, **trainer_kwargs)
         if self.compute_loss_func is not None:  # passed positionally
             raise ValueError(_NO_LOSS_FUNC)
+        if user_metrics is None:  # passed positionally: Trainer holds it now, the wrapper below takes it over
+            user_metrics = self.compute_metrics
+        # The loss reads `labels` whatever the model's forward takes; Trainer finds no label names in a forward
+        # without `labels`, and would then drop the column and hand `labels` to the model at evaluation.
+        if not self.label_names:
+            self.label_names = ["labels"]
         # Trainer counts `num_items_in_batch` only for models whose forward takes loss kwargs; ResNet-like and
         # ConvNeXt models would get None. Our loss never passes it to the model, so claim it to get the count always.
         self.model_accepts_loss_kwargs = True
@@ -102,7 +108,18 @@ class SemScaleTrainer(HubPushMixin, Trainer):
                 "multi-label classification trains with the class-weighted binary cross-entropy: set "
                 f'semscale_base_loss="ce" (got {args.semscale_base_loss!r}; focal and LDAM are single-label losses)'
             )
-        if class_counts is None:
+        if class_counts is not None:
+            if not all(_is_count(c) for c in class_counts):
+                raise ValueError(f"class_counts must be non-negative integers, got {list(class_counts)}")
+            if hasattr(self.train_dataset, "select_columns") and not is_streaming(self.train_dataset):
+                # an Arrow column counts in a moment; the given counts set the pool's capacity per class
+                counted = _count_labels(self.train_dataset, num_labels, self.multi_label)
+                if [int(c) for c in class_counts] != counted:
+                    logger.warning(
+                        f"class_counts {list(class_counts)} differ from the labels of the train set ({counted}): "
+                        "the pool's capacities and the count-based weights follow class_counts"
+                    )
+        else:
             if self.train_dataset is None:
                 raise ValueError("pass class_counts=[...] (training samples per class) when no train_dataset is given")
             if is_streaming(self.train_dataset):
@@ -111,10 +128,7 @@ class SemScaleTrainer(HubPushMixin, Trainer):
                     "class_counts=[...] (training samples per class, e.g. from the dataset card or one counting pass "
                     "you make yourself); SemScaleTrainer never reads a stream to count it"
                 )
-            if self.multi_label:
-                class_counts = count_positives(self.train_dataset, num_labels)
-            else:
-                class_counts = count_labels(self.train_dataset, num_labels, ignore_index=IGNORE_INDEX)
+            class_counts = _count_labels(self.train_dataset, num_labels, self.multi_label)
         if len(class_counts) != num_labels:
             raise ValueError(
                 f"class_counts has {len(class_counts)} entries but the model has num_labels={num_labels}; "
@@ -137,6 +151,7 @@ class SemScaleTrainer(HubPushMixin, Trainer):
             self.class_counts,
             args.semscale_log_per_class_max,
             batched=args.batch_eval_metrics,
+            concatenated=args.eval_do_concat_batches,
             token_task=self.token_task,
             multi_label=self.multi_label,
             label_names=_id2label(self.model),
@@ -234,7 +249,7 @@ class SemScaleTrainer(HubPushMixin, Trainer):
                 loss = multi_label_weighted_loss(logits, labels)
             else:
                 loss = class_weighted_loss(self.args.semscale_base_loss, logits, labels, **self._loss_options)
-            return (loss, outputs) if return_outputs else loss
+            return (loss, _with_loss(loss, outputs)) if return_outputs else loss
 
         num_items = num_items_in_batch
         if num_items is None:  # no count from Trainer: this micro-batch's items times the accumulation steps
@@ -257,7 +272,7 @@ class SemScaleTrainer(HubPushMixin, Trainer):
             )
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes
-        return (loss, outputs) if return_outputs else loss
+        return (loss, _with_loss(loss, outputs)) if return_outputs else loss
 
     # ------------------------------------------------------------------------------------ checkpoints and saving
     def train(self, resume_from_checkpoint: str | bool | None = None, trial: Any = None, **kwargs: Any) -> Any:
@@ -498,3 +513,24 @@ def _loss_options(args: SemScaleTrainingArguments, class_counts: list[int], devi
         margins = ldam_margins(class_counts, args.semscale_ldam_max_margin).to(device=device, dtype=torch.float32)
         return {"margins": margins, "scale": args.semscale_ldam_scale}
     return {"label_smoothing": args.label_smoothing_factor} if args.label_smoothing_factor else {}
+
+
+def _with_loss(loss: torch.Tensor, outputs: Any) -> Any:
+    """The model's outputs as `Trainer.prediction_step` reads them: a tuple (`return_dict=False`) leads with the
+    loss, since Trainer takes `outputs[1:]` as the logits (the model computed no loss: its labels were popped)."""
+    return outputs if isinstance(outputs, dict) else (loss, *outputs)
+
+
+def _count_labels(dataset: Any, num_labels: int, multi_label: bool) -> list[int]:
+    """Training samples per class: positives of the multi-hot labels, or class ids (tokens of a token task)."""
+    if multi_label:
+        return count_positives(dataset, num_labels)
+    return count_labels(dataset, num_labels, ignore_index=IGNORE_INDEX)
+
+
+def _is_count(value: Any) -> bool:
+    """A non-negative whole number (also a NumPy or 0-dim torch integer); 12.7 and True are not."""
+    try:
+        return not isinstance(value, bool) and float(value).is_integer() and float(value) >= 0
+    except (TypeError, ValueError):
+        return False

@@ -44,6 +44,12 @@ def test_arguments_parse_from_command_line_and_do_not_collide():
         ({"semscale_weight_min": 1.5}, "semscale_weight_min"),
         ({"semscale_alpha": "-2"}, "semscale_alpha"),
         ({"semscale_pool_dtype": "int8"}, "semscale_pool_dtype"),
+        # accepted before, then an OverflowError at train(), a NaN loss, or silently no smoothing
+        ({"semscale_warmup_epochs": float("inf")}, "semscale_warmup_epochs"),
+        ({"semscale_focal_gamma": float("nan")}, "semscale_focal_gamma"),
+        ({"semscale_ldam_max_margin": float("nan")}, "semscale_ldam_max_margin"),
+        ({"semscale_base_loss": "focal", "label_smoothing_factor": 0.1}, "label_smoothing_factor"),
+        ({"semscale_base_loss": "ldam", "label_smoothing_factor": 0.1}, "label_smoothing_factor"),
     ],
 )
 def test_arguments_are_validated(tmp_path, overrides, message):

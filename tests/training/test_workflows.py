@@ -120,6 +120,16 @@ def test_an_epoch_of_a_streamed_multi_label_set_is_not_guessed_from_its_counts(t
         plain.train()
 
 
+def test_class_counts_that_contradict_the_train_set_are_reported(tmp_path, caplog):
+    # they set the pool's capacities: counts of 1 per class left every class unmeasured, without a word
+    data = digits_dataset(counts=COUNTS)
+    with caplog.at_level(logging.WARNING, logger="semscale_hf.training.trainer"):
+        SemScaleTrainer(model=tiny_vit(), args=make_args(tmp_path), train_dataset=data, class_counts=[1, 1, 1, 1])
+    assert f"differ from the labels of the train set ({COUNTS})" in caplog.text
+    with pytest.raises(ValueError, match=r"class_counts must be non-negative integers, got \[12.7"):
+        SemScaleTrainer(model=tiny_vit(), args=make_args(tmp_path), train_dataset=data, class_counts=[12.7, 6, 4, 2])
+
+
 def test_an_iterable_train_set_without_class_counts_fails_at_construction_without_reading_it(tmp_path):
     class Stream(torch.utils.data.IterableDataset):
         def __iter__(self):
@@ -248,6 +258,88 @@ def test_batch_eval_metrics_gives_the_metrics_of_the_default_path(tmp_path):
     assert default_calls == [True] and batched_calls == [False] * 4 + [True]  # 24 samples in batches of 5
     for key in ("eval_accuracy", "eval_balanced_accuracy", "eval_acc_many", "eval_acc_few", "eval_acc_class_3"):
         assert batched[key] == pytest.approx(default[key], nan_ok=True), key
+
+
+@pytest.mark.parametrize("task", ["image", "token"])
+def test_evaluation_without_concatenated_batches_gives_the_default_metrics(tmp_path, task):
+    # eval_do_concat_batches=False hands the metrics one array per batch: only the first batch was kept, and the
+    # labels stayed a list of batches (a crash)
+    from _helpers.token_data import collate, tiny_tagger, token_dataset
+
+    results = []
+    for concatenated in (True, False):
+        options = {"max_steps": 2, "per_device_eval_batch_size": 5, "eval_do_concat_batches": concatenated}
+        args = make_args(tmp_path / f"{task}{concatenated}", **options)
+        if task == "image":
+            data = digits_dataset(counts=COUNTS)
+            trainer = SemScaleTrainer(model=tiny_vit(), args=args, train_dataset=data, eval_dataset=data)
+        else:
+            data = token_dataset()
+            trainer = SemScaleTrainer(
+                model=tiny_tagger(), args=args, train_dataset=data, eval_dataset=data, data_collator=collate
+            )
+        trainer.train()
+        results.append(trainer.evaluate())
+    concatenated, per_batch = results
+    for key in ("eval_accuracy", "eval_balanced_accuracy", "eval_acc_class_1"):
+        assert per_batch[key] == pytest.approx(concatenated[key], nan_ok=True), key
+
+
+def test_a_model_that_returns_tuples_is_evaluated(tmp_path):
+    # with return_dict=False the logits are outputs[0]; Trainer reads outputs[1:] as the logits when they come back
+    # from compute_loss, so the loss must lead the tuple (evaluation crashed)
+    from _helpers.tiny_configs import bert_config
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification
+
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.tensor(sum(([c] * n for c, n in enumerate(COUNTS)), []))
+    data = Dataset.from_dict(
+        {"input_ids": torch.randint(5, 99, (len(labels), 8), generator=generator).tolist(), "labels": labels.tolist()}
+    )
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(bert_config(len(COUNTS), return_dict=False))
+    trainer = SemScaleTrainer(
+        model=model, args=make_args(tmp_path, max_steps=2), train_dataset=data, eval_dataset=data
+    )
+    trainer.train()
+    metrics = trainer.evaluate()
+    plain = Trainer(model=model, args=TrainingArguments(output_dir=str(tmp_path / "plain"), **TRAINER_DEFAULTS))
+    prediction = plain.predict(data)
+    accuracy = float((prediction.predictions.argmax(-1) == prediction.label_ids).mean())
+    assert metrics["eval_accuracy"] == pytest.approx(accuracy)
+
+
+def test_a_model_whose_forward_takes_no_labels_trains_and_evaluates(tmp_path):
+    # Trainer finds no label names in such a forward and passed `labels` to it at evaluation (a TypeError after the
+    # whole training); the loss always reads `labels`
+    class NoLabels(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.vit = tiny_vit()
+            self.config = self.vit.config
+
+        def forward(self, pixel_values=None):
+            return {"logits": self.vit(pixel_values=pixel_values).logits}
+
+    data = digits_dataset(counts=COUNTS)
+    trainer = SemScaleTrainer(
+        model=NoLabels(), args=make_args(tmp_path, max_steps=2), train_dataset=data, eval_dataset=data
+    )
+    assert trainer.label_names == ["labels"]
+    trainer.train()
+    assert "eval_accuracy" in trainer.evaluate()
+
+
+def test_compute_metrics_passed_by_position_is_kept(tmp_path):
+    data = digits_dataset(counts=COUNTS)
+
+    def mine(prediction):
+        return {"mine": 1.0}
+
+    trainer = SemScaleTrainer(tiny_vit(), make_args(tmp_path, max_steps=1), None, data, data, None, None, None, mine)
+    metrics = trainer.evaluate()
+    assert metrics["eval_mine"] == 1.0 and "eval_accuracy" in metrics
 
 
 def test_batch_eval_metrics_needs_compute_result_in_the_users_function(tmp_path):
