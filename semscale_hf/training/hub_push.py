@@ -49,10 +49,15 @@ class HubPushMixin:
             super().init_hf_repo(token=token, private=private)
         except Exception as error:
             repo = self.args.hub_model_id or Path(self.args.output_dir).absolute().name
+            # at construction (push_to_hub=True) training can go on without the Hub; afterwards only a retry helps
+            then = (
+                "or train with push_to_hub=False and call trainer.push_to_hub() afterwards"
+                if self.args.push_to_hub and getattr(self, "state", None) is None
+                else f"then call trainer.push_to_hub() again: {self.args.output_dir} is complete on disk"
+            )
             raise HubPushError(
                 f"could not create or reach the Hub repo {repo!r} ({type(error).__name__}: {error}). Check the token "
-                "(`hf auth login`, HF_TOKEN or `hub_token`) and the connection, or train with push_to_hub=False and "
-                "call trainer.push_to_hub() afterwards"
+                f"(`hf auth login`, HF_TOKEN or `hub_token`) and the connection, {then}"
             ) from error
         self.hub_push_failures: list[str] = []
         self._hub_watched: list[tuple[Future, str]] = []

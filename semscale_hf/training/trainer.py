@@ -525,7 +525,13 @@ def _count_labels(dataset: Any, num_labels: int, multi_label: bool) -> list[int]
     """Training samples per class: positives of the multi-hot labels, or class ids (tokens of a token task)."""
     if multi_label:
         return count_positives(dataset, num_labels)
-    return count_labels(dataset, num_labels, ignore_index=IGNORE_INDEX)
+    try:
+        return count_labels(dataset, num_labels, ignore_index=IGNORE_INDEX)
+    except TypeError as error:  # e.g. float multi-hot vectors for a model not told it is multi-label
+        raise TypeError(
+            f"{error}; for multi-hot labels (several classes per example) set "
+            'model.config.problem_type = "multi_label_classification"'
+        ) from error
 
 
 def _is_count(value: Any) -> bool:

@@ -21,6 +21,7 @@ from _helpers.trainer_utils import (
     multi_hot_digits,
     multi_label_vit,
     plain_args,
+    tiny_vit,
 )
 from sklearn.metrics import average_precision_score
 from torch.nn import functional as F
@@ -188,3 +189,8 @@ def test_the_measure_only_callback_pools_every_positive_class(tmp_path):
     callback = SemScaleCallback.attach(trainer, warmup_steps=6)
     trainer.train()
     assert callback.balancer.pool.counts.tolist() == count_positives(data, 4)
+
+
+def test_multi_hot_labels_for_a_model_not_set_to_multi_label_say_what_to_set(tmp_path):
+    with pytest.raises(TypeError, match=r'problem_type = "multi_label_classification"'):
+        SemScaleTrainer(model=tiny_vit(), args=make_args(tmp_path), train_dataset=multi_hot_digits())
