@@ -98,6 +98,10 @@ class ClassMetrics:
             labels = torch.cat([y.cpu() for _, y in batches])
         return predicted, labels
 
+    def start(self) -> None:
+        """Forgets the batches of an evaluation that raised before its last batch (called as each one begins)."""
+        self._batches = []
+
     def _predicted(self, predictions: Any) -> Any:
         if not self.multi_label:
             return _predicted_ids(predictions, self.token_task)

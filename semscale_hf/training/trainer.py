@@ -274,6 +274,12 @@ class SemScaleTrainer(HubPushMixin, Trainer):
             loss = loss * self.accelerator.num_processes
         return (loss, _with_loss(loss, outputs)) if return_outputs else loss
 
+    def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
+        """As [`~transformers.Trainer.evaluation_loop`] (`evaluate` and `predict`), each with its own batches."""
+        if isinstance(self.compute_metrics, ClassMetrics):
+            self.compute_metrics.start()
+        return super().evaluation_loop(*args, **kwargs)
+
     # ------------------------------------------------------------------------------------ checkpoints and saving
     def train(self, resume_from_checkpoint: str | bool | None = None, trial: Any = None, **kwargs: Any) -> Any:
         """As [`~transformers.Trainer.train`]; `resume_from_checkpoint=True` takes the newest *complete* checkpoint.

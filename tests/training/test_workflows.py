@@ -260,6 +260,32 @@ def test_batch_eval_metrics_gives_the_metrics_of_the_default_path(tmp_path):
         assert batched[key] == pytest.approx(default[key], nan_ok=True), key
 
 
+def test_an_evaluation_that_raised_leaves_no_batches_for_the_next_one(tmp_path):
+    # with batch_eval_metrics the batches wait for the last one; an evaluation that raised midway left its batches
+    # to be counted into the next evaluation
+    data = digits_dataset(counts=COUNTS)
+    args = make_args(tmp_path, max_steps=1, batch_eval_metrics=True, per_device_eval_batch_size=5)
+    trainer = SemScaleTrainer(model=tiny_vit(), args=args, train_dataset=data, eval_dataset=data)
+    trainer.train()
+    clean = trainer.evaluate()
+    original = trainer.compute_metrics.user_metrics
+
+    def fail_on_the_third(prediction, compute_result):
+        fail_on_the_third.calls += 1
+        if fail_on_the_third.calls == 3:
+            raise RuntimeError("stopped")
+        return {}
+
+    fail_on_the_third.calls = 0
+    trainer.compute_metrics.user_metrics = fail_on_the_third
+    with pytest.raises(RuntimeError, match="stopped"):
+        trainer.evaluate()
+    trainer.compute_metrics.user_metrics = original
+    again = trainer.evaluate()
+    for key in ("eval_accuracy", "eval_balanced_accuracy", "eval_acc_class_0"):
+        assert again[key] == pytest.approx(clean[key]), key
+
+
 @pytest.mark.parametrize("task", ["image", "token"])
 def test_evaluation_without_concatenated_batches_gives_the_default_metrics(tmp_path, task):
     # eval_do_concat_batches=False hands the metrics one array per batch: only the first batch was kept, and the
