@@ -100,6 +100,7 @@ class SemScaleCallback(TrainerCallback):
         self._train_start_step = 0  # global step at which this train() began (or resumed)
         self._multi_label = False  # the measured model's problem_type, set when measuring starts
         self._warned_empty = False
+        self._counted_from: Any = None  # the train set the measure-only counts were read from
 
     def use(
         self,
@@ -227,7 +228,9 @@ class SemScaleCallback(TrainerCallback):
     def _start_measuring(self, model: torch.nn.Module) -> None:
         num_labels = classification_num_labels(model, "SemScaleCallback")  # also a model built by model_init
         self._stop_measuring()  # hooks of a train() that raised (on_train_end never ran): this run hooks its model
-        built = self.balancer is None
+        # counts read from the train set are read again when train() runs on another one
+        recount = self.class_counts is None and self.trainer.train_dataset is not self._counted_from
+        built = self.balancer is None or recount
         if not built:
             self.balancer.reset()  # a later train() measures its own run, on the schedule of its own steps
         else:
@@ -237,6 +240,7 @@ class SemScaleCallback(TrainerCallback):
             else:
                 dataset = self.trainer.train_dataset
                 _require_counts_for_stream(dataset)  # (the dataset may have changed since attach)
+                self._counted_from = dataset
                 if is_multi_label(model):
                     counts = count_positives(dataset, num_labels)  # positives per class of the multi-hot labels
                 else:

@@ -172,3 +172,15 @@ def test_a_run_that_raised_leaves_no_hooks_behind_for_the_next_train(tmp_path):
     refresh = next(entry for entry in trainer.state.log_history if "semscale/pool_features" in entry)
     batch = TRAINER_DEFAULTS["per_device_train_batch_size"]
     assert refresh["step"] == 3 and refresh["semscale/pool_features"] == 3 * batch
+
+
+def test_a_later_train_on_another_train_set_counts_that_set(tmp_path):
+    # the counts of the first train set stayed in force (the pool's capacities included)
+    trainer = _plain_trainer(tmp_path, digits_dataset(counts=[12, 6, 4, 2]), max_steps=2)
+    callback = SemScaleCallback.attach(trainer, warmup_steps=1, refresh_steps=1)
+    trainer.train()
+    assert callback.balancer.class_counts.tolist() == [12, 6, 4, 2]
+    trainer.train_dataset = digits_dataset(counts=[4, 4, 4, 4])
+    trainer.train()
+    assert callback.balancer.class_counts.tolist() == [4, 4, 4, 4]
+    assert callback.balancer.pool.capacities.tolist() == [4, 4, 4, 4]
