@@ -108,17 +108,10 @@ class SemScaleTrainer(HubPushMixin, Trainer):
                 "multi-label classification trains with the class-weighted binary cross-entropy: set "
                 f'semscale_base_loss="ce" (got {args.semscale_base_loss!r}; focal and LDAM are single-label losses)'
             )
-        if class_counts is not None:
+        given = class_counts is not None
+        if given:
             if not all(_is_count(c) for c in class_counts):
                 raise ValueError(f"class_counts must be non-negative integers, got {list(class_counts)}")
-            if hasattr(self.train_dataset, "select_columns") and not is_streaming(self.train_dataset):
-                # an Arrow column counts in a moment; the given counts set the pool's capacity per class
-                counted = _count_labels(self.train_dataset, num_labels, self.multi_label)
-                if [int(c) for c in class_counts] != counted:
-                    logger.warning(
-                        f"class_counts {list(class_counts)} differ from the labels of the train set ({counted}): "
-                        "the pool's capacities and the count-based weights follow class_counts"
-                    )
         else:
             if self.train_dataset is None:
                 raise ValueError("pass class_counts=[...] (training samples per class) when no train_dataset is given")
@@ -135,6 +128,14 @@ class SemScaleTrainer(HubPushMixin, Trainer):
                 "set config.num_labels to the number of classes"
             )
         self.class_counts = [int(c) for c in class_counts]
+        if given and hasattr(self.train_dataset, "select_columns") and not is_streaming(self.train_dataset):
+            # an Arrow column counts in a moment; the given counts set the pool's capacity per class
+            counted = _count_labels(self.train_dataset, num_labels, self.multi_label)
+            if self.class_counts != counted:
+                logger.warning(
+                    f"class_counts {self.class_counts} differ from the labels of the train set ({counted}): the "
+                    "pool's capacities and the count-based weights follow class_counts"
+                )
         absent = [c for c, n in enumerate(self.class_counts) if n == 0]
         if absent:
             logger.warning(
