@@ -32,6 +32,24 @@ timeout 360 python3 benchmarks/bench_scales.py --device "$device" "${shape[@]}" 
 
 timeout 60 python3 benchmarks/bench_pool_memory.py --device "$device" 2>&1 | tee "$out/bench_pool_memory_$device.txt"
 
+# Features on the device with labels on the CPU (a list, as the metric's users pass them): suspected to fail inside
+# class_semantic_scales, which indexes CPU row ids with device indices (not checkable without a GPU).
+timeout 60 python3 - "$device" <<'PY' 2>&1 | tee "$out/device_mix_$device.txt"
+import sys
+import torch
+from semscale_hf import class_semantic_scales, semantic_scale_metric
+features = torch.randn(64, 8, device=sys.argv[1])
+labels = torch.arange(64) % 4
+for name, call in [
+    ("class_semantic_scales, CPU labels", lambda: class_semantic_scales(features, labels, 4).tolist()),
+    ("semantic_scale_metric, list labels", lambda: semantic_scale_metric(features, labels.tolist())["num_measured"]),
+]:
+    try:
+        print(f"{name} with {features.device} features: ok {call()}")
+    except Exception as error:
+        print(f"{name} with {features.device} features: FAILED {type(error).__name__}: {error}")
+PY
+
 if python3 -c "import datasets" 2>/dev/null; then
     repeats=$([ -n "${QUICK:-}" ] && echo 1 || echo 3)
     timeout 200 python3 benchmarks/bench_overhead.py --device "$device" --repeats "$repeats" 2>&1 |
