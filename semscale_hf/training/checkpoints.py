@@ -1,6 +1,6 @@
-"""Crash-safe checkpoints: staged in a hidden folder and renamed into place when complete; completeness checks.
+"""Crash-safe checkpoints: staged in a private folder and renamed into place when complete; completeness checks.
 
-`SemScaleTrainer` lets `Trainer` write every checkpoint into `<output_dir>/.semscale-staging/checkpoint-N`; once every
+`SemScaleTrainer` lets `Trainer` write every checkpoint into `<output_dir>/_semscale-staging/checkpoint-N`; once every
 process has written its files, the folder is renamed `checkpoint-N.ready` and then `<output_dir>/checkpoint-N` (each
 an `os.replace`, atomic on one filesystem). A process killed during a save therefore leaves the previous checkpoints
 and, at most, a staging folder that the next `train()` cleans up: a `.ready` checkpoint whose `checkpoint-N` is
@@ -29,8 +29,10 @@ __all__ = [
     "weight_map",
 ]
 
-STAGING_DIR = ".semscale-staging"
-"""Folder of `output_dir` that holds a checkpoint while it is written."""
+STAGING_DIR = "_semscale-staging"
+"""Folder of `output_dir` that holds a checkpoint while it is written. Its leading `_` keeps it out of every Hub
+upload of `output_dir`: Trainer's uploads skip `_*` (a push running during a save uploaded the half-written
+checkpoint of a `.semscale-staging` folder)."""
 
 _CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 _WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "adapter_model.safetensors")

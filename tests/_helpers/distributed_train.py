@@ -80,7 +80,7 @@ def main() -> None:
         identical = all(torch.equal(gathered[0], row) for row in gathered)
         # where each rank found the best checkpoint: 1 when it is a complete folder of the run, outside the staging one
         found = trainer.state.best_model_checkpoint
-        best_found = found is not None and ".semscale-staging" not in found and os.path.isdir(found)
+        best_found = found is not None and "_semscale-staging" not in found and os.path.isdir(found)
         best_found_on = accelerator.gather(torch.tensor([float(best_found)], device=accelerator.device)).tolist()
         if trainer.is_world_process_zero():
             state = {

@@ -272,3 +272,27 @@ def test_a_queued_push_whose_checkpoint_was_removed_is_listed_as_failed(hub_serv
         trainer._start_queued_push()
     assert trainer._queued_push is None and len(trainer.hub_push_failures) == 1
     assert trainer.hub_push_failures[0].startswith("step 3: FileNotFoundError") and "was removed" in caplog.text
+
+
+def test_a_push_during_a_save_uploads_no_half_written_checkpoint(hub_server_in_process, tmp_path):
+    # the staging folder lay inside output_dir under a name Trainer's upload does not skip: a push running while the
+    # next checkpoint was written uploaded that half-written checkpoint, and nothing removed it from the Hub
+    server = hub_server_in_process
+    # the push of step 2 waits on the Hub until the save of step 6 is under way; the push of step 4 waits behind it
+    # and lists output_dir only then
+    server.commit_gate.clear()
+    trainer = _trainer(tmp_path / "out", save_steps=2, eval_strategy="no")
+
+    original = trainer.save_model
+
+    def save_model(output_dir=None, _internal_call=False):
+        original(output_dir, _internal_call)
+        if trainer._saving_checkpoint and trainer.state.global_step == 6:  # step 6's files are in the staging folder
+            server.commit_gate.set()
+            trainer.push_in_progress.wait_until_done()
+
+    trainer.save_model = save_model
+    trainer.train()
+    assert "Training in progress, step 4" in server.commit_messages(REPO)
+    files = server.list_files(REPO)
+    assert not [name for name in files if "staging" in name], files
