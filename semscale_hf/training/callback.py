@@ -168,6 +168,11 @@ class SemScaleCallback(TrainerCallback):
         if due:
             self._refresh(state.global_step, control)
 
+    def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        # Trainer decides an epoch-end save or evaluation (save_strategy="epoch") after on_step_end: check before it
+        if control.should_save or control.should_evaluate or control.should_log:
+            self._check_recorded(args, state)
+
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
         self._stop_measuring()
 

@@ -134,3 +134,21 @@ def test_nan_features_are_reported_at_the_next_save_before_it_is_written(tmp_pat
         trainer.train()
     assert (tmp_path / "checkpoint-2").is_dir() and not (tmp_path / "checkpoint-4").exists()
     assert bool(torch.isfinite(trainer.balancer.pool.storage_and_labels()[0]).all())  # none entered the pool
+
+
+def test_nan_features_are_reported_before_an_epoch_end_save(tmp_path):
+    # Trainer sets should_save for save_strategy="epoch" only in on_epoch_end, after the step-end check: the
+    # checkpoint of step 6 was written with the NaN weights of step 4, and the error then said it was not
+    args = make_args(
+        tmp_path, save_strategy="epoch", logging_steps=100, semscale_refresh_steps=100, max_steps=12
+    )  # 24 samples, batch 4: 6 steps per epoch
+    trainer = SemScaleTrainer(model=tiny_vit(), args=args, train_dataset=digits_dataset(counts=[12, 6, 4, 2]))
+
+    def poison(module, inputs):
+        if trainer.state.global_step == 4:
+            return (inputs[0] * float("nan"),)
+
+    trainer.model.vit.layernorm.register_forward_pre_hook(poison)
+    with pytest.raises(FloatingPointError, match=r"NaN or inf .* \(epoch 1.0\)"):
+        trainer.train()
+    assert not (tmp_path / "checkpoint-6").exists()
