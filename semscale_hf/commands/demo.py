@@ -153,9 +153,17 @@ def main(argv: list[str] | None = None) -> int:
     trainer.save_model()  # model, config and semscale_state.safetensors, for `semscale analyze --model`
     results = {args.semscale_weighting: metrics}
     if demo.compare_baseline and args.semscale_weighting != "none":
-        baseline_args = dataclasses.replace(args, semscale_weighting="none", output_dir=args.output_dir + "-baseline")
+        # a local comparison: never pushed (it would land in the model's Hub repo), saved for `semscale analyze`
+        baseline_args = dataclasses.replace(
+            args,
+            semscale_weighting="none",
+            output_dir=args.output_dir + "-baseline",
+            push_to_hub=False,
+            hub_model_id=None,
+        )
         print("training the same model with plain cross-entropy for comparison")
-        _, results["none (plain CE)"] = train_one(demo, baseline_args, splits)
+        baseline, results["none (plain CE)"] = train_one(demo, baseline_args, splits)
+        baseline.save_model()
     print(per_class_table(trainer, metrics))
     print(comparison_table(results))
     print(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from ..metrics.loading import METRIC_NAME, register_evaluate_module
@@ -39,5 +40,7 @@ def run_install_metric(args: argparse.Namespace) -> int:
     """Runs `semscale install-metric` on parsed arguments; returns the exit code."""
     script = register_evaluate_module(args.modules_cache)
     print(f"Registered the {METRIC_NAME} evaluate module at {script}")
-    print(f"Load it with: HF_EVALUATE_OFFLINE=1 python -c 'import evaluate; evaluate.load(\"{METRIC_NAME}\")'")
+    # evaluate finds a module in another cache only through HF_MODULES_CACHE
+    cache = f"HF_MODULES_CACHE={shlex.quote(str(args.modules_cache))} " if args.modules_cache else ""
+    print(f"Load it with: {cache}HF_EVALUATE_OFFLINE=1 python -c 'import evaluate; evaluate.load(\"{METRIC_NAME}\")'")
     return 0

@@ -84,6 +84,7 @@ class SemScaleTrainer(HubPushMixin, Trainer):
                 "with SemScaleTrainingArguments(...) (it accepts every TrainingArguments field)"
             )
         user_metrics = trainer_kwargs.pop("compute_metrics", None)
+        self.hub_push_failures: list[str] = []  # (init_hf_repo starts it anew when there is a Hub repo)
         if trainer_kwargs.get("compute_loss_func") is not None:
             raise ValueError(_NO_LOSS_FUNC)
         if model is not None:

@@ -2,10 +2,16 @@ import json
 import subprocess
 import sys
 
+from _helpers import hub_fixtures
+
 from semscale_hf import __version__
 from semscale_hf.cli import main as cli_main
 from semscale_hf.commands.demo import build_parser
 from semscale_hf.commands.demo import main as demo_main
+
+
+hub_server = hub_fixtures.hub_server
+hub_server_in_process = hub_fixtures.hub_server_in_process
 
 
 def test_demo_runs_end_to_end_on_tiny_settings(tmp_path, capsys):
@@ -32,7 +38,9 @@ def test_demo_runs_end_to_end_on_tiny_settings(tmp_path, capsys):
     history = json.loads((tmp_path / "trainer_state.json").read_text())["log_history"]
     refreshes = [entry for entry in history if "semscale/refreshes" in entry]
     assert len(refreshes) == 2 and all("semscale/weight/0" in entry for entry in refreshes)
-    assert (tmp_path.parent / f"{tmp_path.name}-baseline" / "trainer_state.json").is_file()
+    baseline = tmp_path.parent / f"{tmp_path.name}-baseline"
+    assert (baseline / "trainer_state.json").is_file()
+    assert (baseline / "config.json").is_file()  # `semscale analyze --model` can compare both models
 
 
 def test_demo_help_says_what_it_does_then_lists_its_own_options_first(capsys):
@@ -72,4 +80,19 @@ def test_every_command_takes_underscores_and_dashes(tmp_path, capsys, monkeypatc
         argv = [command, f"{option}{tmp_path / command}"] if option.endswith("=") else [command, option, command]
         assert cli_main(argv) == 0
     assert caches == ["install-metric", str(tmp_path / "install_metric")]
-    assert str(tmp_path) in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert str(tmp_path) in out
+    # the printed command must find the module in that cache
+    assert f"Load it with: HF_MODULES_CACHE={tmp_path / 'install_metric'} HF_EVALUATE_OFFLINE=1" in out
+
+
+def test_the_baseline_of_the_demo_is_not_pushed_over_the_model(hub_server_in_process, tmp_path, capsys):
+    # the baseline run kept push_to_hub and hub_model_id, so its pushes went to the same repo as the model's
+    argv = [f"--output_dir={tmp_path / 'demo'}", "--hidden_size=16", "--num_hidden_layers=1", "--max_steps=2"]
+    argv += ["--save_strategy=steps", "--save_steps=2", "--push_to_hub", "--hub_model_id=demo-repo"]
+    assert demo_main(argv) == 0
+    server = hub_server_in_process
+    repo = "test-user/demo-repo"
+    assert server.commit_messages(repo) == ["initial commit", "Training in progress, step 2", "Model save"]
+    card = server.file(repo, "README.md").data.decode()
+    assert 'semscale_weighting="none"' not in card and "semantic-scale-balanced learning" in card

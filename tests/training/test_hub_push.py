@@ -296,3 +296,9 @@ def test_a_push_during_a_save_uploads_no_half_written_checkpoint(hub_server_in_p
     assert "Training in progress, step 4" in server.commit_messages(REPO)
     files = server.list_files(REPO)
     assert not [name for name in files if "staging" in name], files
+
+
+def test_push_failures_are_an_empty_list_without_a_hub_repo(tmp_path):
+    # the README points to trainer.hub_push_failures; without push_to_hub it did not exist (AttributeError)
+    trainer = _trainer(tmp_path / "out", push_to_hub=False)
+    assert trainer.hub_push_failures == []
