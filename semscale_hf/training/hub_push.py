@@ -13,13 +13,18 @@ at the latest when training ends, so the Hub always ends up with the newest chec
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
 import shutil
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from transformers import TrainerState
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import HubStrategy
 from transformers.utils import logging
 
@@ -210,13 +215,29 @@ class HubPushMixin:
         if not os.path.isdir(folder):  # removed meanwhile (save_total_limit=1 keeps only the best at the end)
             self._record_push_failure(f"step {step}", FileNotFoundError(f"{folder} was removed before its push"))
             return
-        # Trainer writes the commit message from the current step and epoch: push under those of the queued save
-        current = self.state.global_step, self.state.epoch
-        self.state.global_step, self.state.epoch = step, epoch
-        try:
+        # Trainer writes the commit message, and the card its numbers, from the current state: push under the
+        # queued save's own
+        with self._state_at_checkpoint(folder, step, epoch):
             self._push_from_checkpoint(folder)
+
+    @contextlib.contextmanager
+    def _state_at_checkpoint(self, folder: str, step: int, epoch: float | None) -> Iterator[None]:
+        """The trainer's state as it was when `folder` was saved, while a push that starts later runs.
+
+        The checkpoint's `trainer_state.json` (its log history), or else the current state at the checkpoint's step
+        and epoch.
+        """
+        current = self.state
+        path = os.path.join(folder, TRAINER_STATE_NAME)
+        if os.path.isfile(path):
+            self.state = TrainerState.load_from_json(path)
+        else:
+            self.state = copy.copy(current)
+            self.state.global_step, self.state.epoch = step, epoch
+        try:
+            yield
         finally:
-            self.state.global_step, self.state.epoch = current
+            self.state = current
 
     def _watch_push(self, job: Future, description: str) -> None:
         with self._hub_lock:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -164,26 +166,7 @@ class SemScaleTrainer(HubPushMixin, Trainer):
     def _build_semscale(self) -> None:
         """Balancer, schedule and loss constants from the `semscale_*` arguments (again for each search trial)."""
         args = self.args
-        pool_device = args.semscale_pool_device or args.device
-        pool_cap = args.semscale_pool_max_per_class
-        if pool_cap is None and self.token_task:
-            pool_cap = TOKEN_POOL_MAX_PER_CLASS  # token counts run into the millions: keep the pool bounded
-        self.balancer = SemScaleBalancer(
-            self.class_counts,
-            weighting=args.semscale_weighting,
-            power=args.semscale_power,
-            momentum=args.semscale_momentum,
-            weight_min=args.semscale_weight_min,
-            weight_max=args.semscale_weight_max,
-            alpha=parse_alpha(args.semscale_alpha),
-            center=args.semscale_center,
-            normalize=args.semscale_normalize,
-            min_count=args.semscale_min_count,
-            pool_max_per_class=pool_cap,
-            pool_dtype=POOL_DTYPES[args.semscale_pool_dtype],
-            pool_device=pool_device,
-            effective_number_beta=args.semscale_effective_number_beta,
-        )
+        self.balancer = self._new_balancer()
         logger.log(
             *pool_memory_plan(
                 self.balancer.pool, self.capture.dim, self.model, batch_size=args.per_device_train_batch_size,
@@ -211,6 +194,45 @@ class SemScaleTrainer(HubPushMixin, Trainer):
     @property
     def semantic_scales(self) -> torch.Tensor:
         return self.balancer.semantic_scales
+
+    def _new_balancer(self) -> SemScaleBalancer:
+        """An empty balancer built from the `semscale_*` arguments."""
+        args = self.args
+        pool_cap = args.semscale_pool_max_per_class
+        if pool_cap is None and self.token_task:
+            pool_cap = TOKEN_POOL_MAX_PER_CLASS  # token counts run into the millions: keep the pool bounded
+        return SemScaleBalancer(
+            self.class_counts,
+            weighting=args.semscale_weighting,
+            power=args.semscale_power,
+            momentum=args.semscale_momentum,
+            weight_min=args.semscale_weight_min,
+            weight_max=args.semscale_weight_max,
+            alpha=parse_alpha(args.semscale_alpha),
+            center=args.semscale_center,
+            normalize=args.semscale_normalize,
+            min_count=args.semscale_min_count,
+            pool_max_per_class=pool_cap,
+            pool_dtype=POOL_DTYPES[args.semscale_pool_dtype],
+            pool_device=args.semscale_pool_device or args.device,
+            effective_number_beta=args.semscale_effective_number_beta,
+        )
+
+    @contextlib.contextmanager
+    def _state_at_checkpoint(self, folder: str, step: int, epoch: float | None) -> Iterator[None]:
+        # the card of a queued push shows the checkpoint's weights and scales, not those of a later refresh
+        with super()._state_at_checkpoint(folder, step, epoch):
+            saved = self._new_balancer()
+            current = self.balancer
+            try:
+                if saved.load(folder):
+                    self.balancer = saved
+            except ValueError as error:  # documentation only: the card then shows the current values
+                logger.warning(f"the card of the push of {folder} shows the current state: {error}")
+            try:
+                yield
+            finally:
+                self.balancer = current
 
     # ------------------------------------------------------------------------------------------------- loss
     def compute_loss(

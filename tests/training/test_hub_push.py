@@ -302,3 +302,20 @@ def test_push_failures_are_an_empty_list_without_a_hub_repo(tmp_path):
     # the README points to trainer.hub_push_failures; without push_to_hub it did not exist (AttributeError)
     trainer = _trainer(tmp_path / "out", push_to_hub=False)
     assert trainer.hub_push_failures == []
+
+
+def test_a_queued_push_carries_the_card_of_its_own_checkpoint(hub_server_in_process, tmp_path):
+    # the queued push of step 4 starts after step 5's refresh: its card showed step 5's weights beside step 4's state
+    server = hub_server_in_process
+    output_dir = tmp_path / "out"
+    trainer = _trainer(
+        output_dir, max_steps=6, save_steps=2, eval_strategy="no", hub_always_push=False, semscale_refresh_steps=1
+    )
+    trainer.add_callback(_SlowHub(server, trainer, release_step=5))  # push 2 hangs until step 5; save 4 waits
+    trainer.train()
+    commit = next(c for c in server.repo(REPO).commits if c.summary == "Training in progress, step 4")
+    card = server.read_file(REPO, "README.md", revision=commit.oid).decode()
+    saved = load_file(str(output_dir / "checkpoint-4" / STATE_FILE))
+    rows = [line for line in card.splitlines() if line.startswith("| LABEL_")]
+    assert [row.split("|")[4].strip() for row in rows] == [format(w, ".3f") for w in saved["class_weights"].tolist()]
+    assert "global step 4" in card and "last refresh at step 4" in card
