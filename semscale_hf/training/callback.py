@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["SemScaleCallback", "refresh_schedule"]
+__all__ = ["SemScaleCallback", "count_training_samples", "refresh_schedule"]
 
 
 def refresh_schedule(
@@ -246,10 +246,7 @@ class SemScaleCallback(TrainerCallback):
                 dataset = self.trainer.train_dataset
                 _require_counts_for_stream(dataset)  # (the dataset may have changed since attach)
                 self._counted_from = dataset
-                if is_multi_label(model):
-                    counts = count_positives(dataset, num_labels)  # positives per class of the multi-hot labels
-                else:
-                    counts = count_labels(dataset, num_labels, ignore_index=IGNORE_INDEX)
+                counts = count_training_samples(dataset, num_labels, multi_label=is_multi_label(model))
             options = dict(self.balancer_options)
             if is_token_classifier(model):  # token counts run into the millions: keep the pool bounded
                 options.setdefault("pool_max_per_class", TOKEN_POOL_MAX_PER_CLASS)
@@ -315,6 +312,22 @@ class _InstanceAttribute:
 
     def remove(self) -> None:
         self.owner.__dict__.pop(self.name, None)
+
+
+def count_training_samples(dataset: Any, num_labels: int, *, multi_label: bool) -> list[int]:
+    """Training samples per class as the pool and the weights count them (shared with `SemScaleTrainer`).
+
+    Positives of the multi-hot labels for a multi-label model, else class ids (tokens of a token task; -100 left out).
+    """
+    if multi_label:
+        return count_positives(dataset, num_labels)
+    try:
+        return count_labels(dataset, num_labels, ignore_index=IGNORE_INDEX)
+    except TypeError as error:  # e.g. float multi-hot vectors for a model not told it is multi-label
+        raise TypeError(
+            f"{error}; for multi-hot labels (several classes per example) set "
+            'model.config.problem_type = "multi_label_classification"'
+        ) from error
 
 
 def _check_counts_length(class_counts: Any, num_labels: int) -> None:

@@ -20,8 +20,8 @@ from ..core._validation import IGNORE_INDEX, parse_alpha
 from ..core.balancer import POOL_FILE, STATE_FILE, TOKEN_POOL_MAX_PER_CLASS, SemScaleBalancer
 from ..core.capture import FeatureCapture, classification_num_labels, is_multi_label, is_token_classifier
 from ..core.losses import class_weighted_loss, ldam_margins, multi_label_weighted_loss
-from ..data.labels import count_labels, count_positives, is_streaming
-from .callback import SemScaleCallback
+from ..data.labels import is_streaming
+from .callback import SemScaleCallback, count_training_samples
 from .checkpoints import (
     STAGING_DIR,
     checkpoint_problems,
@@ -124,7 +124,7 @@ class SemScaleTrainer(HubPushMixin, Trainer):
                     "class_counts=[...] (training samples per class, e.g. from the dataset card or one counting pass "
                     "you make yourself); SemScaleTrainer never reads a stream to count it"
                 )
-            class_counts = _count_labels(self.train_dataset, num_labels, self.multi_label)
+            class_counts = count_training_samples(self.train_dataset, num_labels, multi_label=self.multi_label)
         if len(class_counts) != num_labels:
             raise ValueError(
                 f"class_counts has {len(class_counts)} entries but the model has num_labels={num_labels}; "
@@ -133,7 +133,7 @@ class SemScaleTrainer(HubPushMixin, Trainer):
         self.class_counts = [int(c) for c in class_counts]
         if given and hasattr(self.train_dataset, "select_columns") and not is_streaming(self.train_dataset):
             # an Arrow column counts in a moment; the given counts set the pool's capacity per class
-            counted = _count_labels(self.train_dataset, num_labels, self.multi_label)
+            counted = count_training_samples(self.train_dataset, num_labels, multi_label=self.multi_label)
             if self.class_counts != counted:
                 logger.warning(
                     f"class_counts {self.class_counts} differ from the labels of the train set ({counted}): the "
@@ -549,19 +549,6 @@ def _with_loss(loss: torch.Tensor, outputs: Any) -> Any:
     """The model's outputs as `Trainer.prediction_step` reads them: a tuple (`return_dict=False`) leads with the
     loss, since Trainer takes `outputs[1:]` as the logits (the model computed no loss: its labels were popped)."""
     return outputs if isinstance(outputs, dict) else (loss, *outputs)
-
-
-def _count_labels(dataset: Any, num_labels: int, multi_label: bool) -> list[int]:
-    """Training samples per class: positives of the multi-hot labels, or class ids (tokens of a token task)."""
-    if multi_label:
-        return count_positives(dataset, num_labels)
-    try:
-        return count_labels(dataset, num_labels, ignore_index=IGNORE_INDEX)
-    except TypeError as error:  # e.g. float multi-hot vectors for a model not told it is multi-label
-        raise TypeError(
-            f"{error}; for multi-hot labels (several classes per example) set "
-            'model.config.problem_type = "multi_label_classification"'
-        ) from error
 
 
 def _is_count(value: Any) -> bool:
